@@ -88,9 +88,9 @@ class Settings(BaseModel):
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``; ``"[::1]:80"`` works too."""
+    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``; ``"[::1]:80"`` works too; port 0 picks a free one."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{value!r} is not address:port")
     return host.strip("[]") or "0.0.0.0", int(port)
 
