@@ -1,0 +1,171 @@
+"""What the injection webhook does to a pod: pure functions, pod + LLMCache spec in, pod out.
+
+A pod opts in with the annotation ``llmcache.dev/inject: <cache>`` (the contract) or the label
+of the same name (which is what the webhook's ``objectSelector`` can see: selectors match labels
+only).  The annotation wins when both are set.  See docs/injection.md.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+INJECT_KEY = "llmcache.dev/inject"
+INJECTED_ANNOTATION = "llmcache.dev/injected"
+
+CONTAINER_NAME = "llmcache-sidecar"
+CONFIG_VOLUME = "llmcache-config"
+TMP_VOLUME = "llmcache-tmp"
+CONFIG_DIR = "/etc/llmcache"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+
+DEFAULT_PORT = 8080
+DEFAULT_METRICS_PORT = 9090
+DEFAULT_RESOURCES: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+GPU_RESOURCE = "nvidia.com/gpu"
+#: The user id the sidecar runs as when its image does not say (distroless "nonroot").
+SIDECAR_UID = 65532
+
+
+@dataclass(frozen=True)
+class InjectionOptions:
+    """Operator-wide choices: the default image and the sidecar form the cluster supports."""
+
+    sidecar_image: str
+    native_sidecar: bool
+
+
+def requested_cache(pod: Mapping[str, Any]) -> str | None:
+    """The LLMCache the pod asks for: the annotation, else the label; ``None`` if it asks for none."""
+    metadata = pod.get("metadata") or {}
+    for source in (metadata.get("annotations") or {}, metadata.get("labels") or {}):
+        value = str(source.get(INJECT_KEY) or "").strip()
+        if value:
+            return value
+    return None
+
+
+def is_injected(pod: Mapping[str, Any]) -> bool:
+    """True when the pod already carries the sidecar (either form) or the injected mark."""
+    metadata = pod.get("metadata") or {}
+    if (metadata.get("annotations") or {}).get(INJECTED_ANNOTATION) == "true":
+        return True
+    spec = pod.get("spec") or {}
+    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
+    return any(container.get("name") == CONTAINER_NAME for container in containers)
+
+
+def sidecar_ports(cache_spec: Mapping[str, Any]) -> tuple[int, int]:
+    """``(api port, metrics port)`` from ``spec.sidecar``."""
+    sidecar = cache_spec.get("sidecar") or {}
+    return int(sidecar.get("port") or DEFAULT_PORT), int(sidecar.get("metricsPort") or DEFAULT_METRICS_PORT)
+
+
+def sidecar_resources(cache_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec.sidecar.resources`` (or defaults); one GPU when the embedding device is ``cuda``, none for ``cpu``."""
+    resources = copy.deepcopy((cache_spec.get("sidecar") or {}).get("resources") or DEFAULT_RESOURCES)
+    device = (cache_spec.get("embedding") or {}).get("device") or "auto"
+    if device == "cuda":
+        resources.setdefault("limits", {}).setdefault(GPU_RESOURCE, 1)
+    elif device == "cpu":
+        for part in ("requests", "limits"):
+            (resources.get(part) or {}).pop(GPU_RESOURCE, None)
+    return resources
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    # optional: a pod must never be stuck because the operator has not written a Secret yet.
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+
+
+def _http_probe(path: str, port: int, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, **timing}
+
+
+def sidecar_container(cache: str, cache_spec: Mapping[str, Any], options: InjectionOptions) -> dict[str, Any]:
+    """The ``llmcache-sidecar`` container for a pod using LLMCache ``cache``.
+
+    Probes use the metrics listener: ``/readyz`` stays ready while pass-through to the upstream
+    works, so a cache backend outage never makes the app pod unready.  In native form a startup
+    probe holds the app containers back until the sidecar listens.
+    """
+    port, metrics_port = sidecar_ports(cache_spec)
+    env = [
+        {"name": "LLMCACHE_CONFIG", "value": f"{CONFIG_DIR}/config.yaml"},
+        {"name": "LLMCACHE_LISTEN", "value": f"127.0.0.1:{port}"},
+        {"name": "LLMCACHE_METRICS_LISTEN", "value": f"0.0.0.0:{metrics_port}"},
+    ]
+    if ((cache_spec.get("redis") or {}).get("mode") or "managed") == "managed":
+        env.append(_secret_env("LLMCACHE_REDIS_PASSWORD", f"{cache}-redis", "password"))
+    env.append(_secret_env("LLMCACHE_ADMIN_TOKEN", f"{cache}-admin", "token"))
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": (cache_spec.get("sidecar") or {}).get("image") or options.sidecar_image,
+        "ports": [
+            {"name": "llmcache-api", "containerPort": port, "protocol": "TCP"},
+            {"name": "llmcache-metric", "containerPort": metrics_port, "protocol": "TCP"},
+        ],
+        "env": env,
+        "resources": sidecar_resources(cache_spec),
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SIDECAR_UID,
+            "runAsGroup": SIDECAR_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "livenessProbe": _http_probe("/healthz", metrics_port, periodSeconds=10, timeoutSeconds=2, failureThreshold=3),
+        "readinessProbe": _http_probe("/readyz", metrics_port, periodSeconds=5, timeoutSeconds=2, failureThreshold=3),
+    }
+    if options.native_sidecar:
+        container["restartPolicy"] = "Always"
+        container["startupProbe"] = _http_probe("/healthz", metrics_port, periodSeconds=1, timeoutSeconds=2, failureThreshold=120)
+    return container
+
+
+def sidecar_volumes(cache: str) -> list[dict[str, Any]]:
+    """The ConfigMap ``<cache>-sidecar`` (read-only config) and a scratch dir for the read-only root."""
+    return [
+        {"name": CONFIG_VOLUME, "configMap": {"name": f"{cache}-sidecar", "items": [{"key": "config.yaml", "path": "config.yaml"}]}},
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+
+
+def _with_base_url(container: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    result = dict(container)
+    env = list(container.get("env") or [])
+    if not any(item.get("name") == BASE_URL_ENV for item in env):
+        env.append({"name": BASE_URL_ENV, "value": base_url})
+    result["env"] = env
+    return result
+
+
+def injected_pod(pod: Mapping[str, Any], cache: str, cache_spec: Mapping[str, Any], options: InjectionOptions) -> dict[str, Any]:
+    """A copy of ``pod`` with the sidecar, its volumes, ``OPENAI_BASE_URL`` and the injected mark.
+
+    An already injected pod comes back unchanged.
+    """
+    result = copy.deepcopy(dict(pod))
+    if is_injected(pod):
+        return result
+    port, _ = sidecar_ports(cache_spec)
+    sidecar = sidecar_container(cache, cache_spec, options)
+    spec = result.setdefault("spec", {})
+    spec["containers"] = [_with_base_url(c, f"http://127.0.0.1:{port}/v1") for c in spec.get("containers") or []]
+    if options.native_sidecar:
+        spec["initContainers"] = [sidecar] + list(spec.get("initContainers") or [])
+    else:
+        spec["containers"].append(sidecar)
+    spec["volumes"] = list(spec.get("volumes") or []) + sidecar_volumes(cache)
+    metadata = result.setdefault("metadata", {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), INJECTED_ANNOTATION: "true"}
+    return result
+

@@ -1,0 +1,135 @@
+"""The pure injection: what a pod looks like after the webhook, in native and classic form."""
+
+from __future__ import annotations
+
+import copy
+
+import jsonpatch
+import pytest
+
+from llmcache_operator.webhook import (
+    CONTAINER_NAME,
+    InjectionOptions,
+    injected_pod,
+    is_injected,
+    requested_cache,
+    sidecar_container,
+)
+from tests.webhook.pods import CACHE_SPEC, app_pod, validate_pod
+
+NATIVE = InjectionOptions(sidecar_image="ghcr.io/llmcache/sidecar:0.1.0", native_sidecar=True)
+CLASSIC = InjectionOptions(sidecar_image="ghcr.io/llmcache/sidecar:0.1.0", native_sidecar=False)
+
+
+def env_of(container: dict) -> dict:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])}
+
+
+def test_native_form_puts_the_sidecar_first_among_init_containers() -> None:
+    pod = injected_pod(app_pod(), "demo", CACHE_SPEC, NATIVE)
+    init = pod["spec"]["initContainers"]
+    assert [c["name"] for c in init] == [CONTAINER_NAME, "migrate"]
+    assert init[0]["restartPolicy"] == "Always"
+    assert "startupProbe" in init[0]
+    assert CONTAINER_NAME not in [c["name"] for c in pod["spec"]["containers"]]
+    validate_pod(pod)
+
+
+def test_classic_form_appends_a_regular_container() -> None:
+    pod = injected_pod(app_pod(), "demo", CACHE_SPEC, CLASSIC)
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["app", "worker", CONTAINER_NAME]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["migrate"]
+    sidecar = pod["spec"]["containers"][-1]
+    assert "restartPolicy" not in sidecar and "startupProbe" not in sidecar
+    validate_pod(pod)
+
+
+def test_every_app_container_gets_the_base_url_unless_it_sets_one() -> None:
+    pod = injected_pod(app_pod(base_url="http://elsewhere/v1"), "demo", CACHE_SPEC, NATIVE)
+    app, worker = pod["spec"]["containers"]
+    assert env_of(app)["OPENAI_BASE_URL"] == "http://elsewhere/v1"
+    assert env_of(app)["MODEL"] == "llama"
+    assert env_of(worker)["OPENAI_BASE_URL"] == "http://127.0.0.1:8081/v1"
+    assert "OPENAI_BASE_URL" not in env_of(pod["spec"]["initContainers"][1])
+
+
+def test_sidecar_follows_the_contract_names() -> None:
+    sidecar = sidecar_container("demo", {**CACHE_SPEC, "redis": {"mode": "managed"}}, NATIVE)
+    env = env_of(sidecar)
+    assert env["LLMCACHE_CONFIG"] == "/etc/llmcache/config.yaml"
+    assert env["LLMCACHE_LISTEN"] == "127.0.0.1:8081"
+    assert env["LLMCACHE_METRICS_LISTEN"] == "0.0.0.0:9091"
+    assert env["LLMCACHE_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "demo-redis", "key": "password", "optional": True}}
+    assert env["LLMCACHE_ADMIN_TOKEN"] == {"secretKeyRef": {"name": "demo-admin", "key": "token", "optional": True}}
+    assert [p["containerPort"] for p in sidecar["ports"]] == [8081, 9091]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert sidecar[probe]["httpGet"]["port"] == 9091
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    security = sidecar["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
+    mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    assert mounts["llmcache-config"] == {"name": "llmcache-config", "mountPath": "/etc/llmcache", "readOnly": True}
+
+
+def test_config_comes_from_the_caches_configmap() -> None:
+    pod = injected_pod(app_pod(), "demo", CACHE_SPEC, NATIVE)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["llmcache-config"]["configMap"]["name"] == "demo-sidecar"
+    assert "data" in volumes
+
+
+def test_external_redis_has_no_password_secret() -> None:
+    sidecar = sidecar_container("demo", {**CACHE_SPEC, "redis": {"mode": "external", "url": "redis://r:6379/0"}}, NATIVE)
+    assert "LLMCACHE_REDIS_PASSWORD" not in env_of(sidecar)
+
+
+def test_sidecar_image_from_the_spec_wins() -> None:
+    spec = {**CACHE_SPEC, "sidecar": {"image": "registry.local/sidecar:gpu"}}
+    assert sidecar_container("demo", spec, NATIVE)["image"] == "registry.local/sidecar:gpu"
+    assert sidecar_container("demo", CACHE_SPEC, NATIVE)["image"] == NATIVE.sidecar_image
+
+
+@pytest.mark.parametrize(("device", "gpus"), [("cuda", 1), ("cpu", None), ("auto", None)])
+def test_gpu_follows_the_embedding_device(device: str, gpus: int | None) -> None:
+    spec = {**CACHE_SPEC, "embedding": {"device": device}}
+    resources = sidecar_container("demo", spec, NATIVE)["resources"]
+    assert resources.get("limits", {}).get("nvidia.com/gpu") == gpus
+    assert "nvidia.com/gpu" not in resources.get("requests", {})
+    validate_pod(injected_pod(app_pod(), "demo", spec, NATIVE))
+
+
+def test_cpu_device_drops_a_gpu_from_the_given_resources() -> None:
+    spec = {**CACHE_SPEC, "embedding": {"device": "cpu"}, "sidecar": {"resources": {"limits": {"nvidia.com/gpu": 1, "memory": "2Gi"}}}}
+    assert sidecar_container("demo", spec, NATIVE)["resources"] == {"limits": {"memory": "2Gi"}}
+    assert spec["sidecar"]["resources"]["limits"]["nvidia.com/gpu"] == 1  # the input is not mutated
+
+
+@pytest.mark.parametrize("options", [NATIVE, CLASSIC], ids=["native", "classic"])
+def test_injecting_twice_changes_nothing(options: InjectionOptions) -> None:
+    once = injected_pod(app_pod(), "demo", CACHE_SPEC, options)
+    assert is_injected(once)
+    assert once["metadata"]["annotations"]["llmcache.dev/injected"] == "true"
+    assert injected_pod(once, "demo", CACHE_SPEC, options) == once
+    assert jsonpatch.JsonPatch.from_diff(once, injected_pod(once, "demo", CACHE_SPEC, options)).patch == []
+
+
+def test_a_pod_with_the_container_already_counts_as_injected() -> None:
+    pod = app_pod()
+    pod["spec"]["containers"].append({"name": CONTAINER_NAME, "image": "x"})
+    assert is_injected(pod)
+
+
+def test_the_input_pod_is_not_mutated() -> None:
+    pod = app_pod()
+    before = copy.deepcopy(pod)
+    injected_pod(pod, "demo", CACHE_SPEC, NATIVE)
+    assert pod == before
+
+
+def test_requested_cache_prefers_the_annotation_then_the_label() -> None:
+    assert requested_cache(app_pod(annotation="a", label="b")) == "a"
+    assert requested_cache(app_pod(annotation=None, label="b")) == "b"
+    assert requested_cache(app_pod(annotation=None)) is None
+    assert requested_cache(app_pod(annotation="  ")) is None
+    assert requested_cache({}) is None
