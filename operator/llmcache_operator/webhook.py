@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import names
+from .context import CacheContext, locked_down_container
+
 INJECT_KEY = "llmcache.dev/inject"
 INJECTED_ANNOTATION = "llmcache.dev/injected"
 
@@ -21,19 +24,16 @@ TMP_VOLUME = "llmcache-tmp"
 CONFIG_DIR = "/etc/llmcache"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 
-DEFAULT_PORT = 8080
-DEFAULT_METRICS_PORT = 9090
 DEFAULT_RESOURCES: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 GPU_RESOURCE = "nvidia.com/gpu"
-#: The user id the sidecar runs as when its image does not say (distroless "nonroot").
+#: The sidecar image's user (``USER 65532:65532``), set so ``runAsNonRoot`` holds for any image.
 SIDECAR_UID = 65532
 
 
 @dataclass(frozen=True)
 class InjectionOptions:
-    """Operator-wide choices: the default image and the sidecar form the cluster supports."""
+    """Operator-wide choice: the sidecar form the cluster supports (native from Kubernetes 1.29)."""
 
-    sidecar_image: str
     native_sidecar: bool
 
 
@@ -57,21 +57,16 @@ def is_injected(pod: Mapping[str, Any]) -> bool:
     return any(container.get("name") == CONTAINER_NAME for container in containers)
 
 
-def sidecar_ports(cache_spec: Mapping[str, Any]) -> tuple[int, int]:
-    """``(api port, metrics port)`` from ``spec.sidecar``."""
-    sidecar = cache_spec.get("sidecar") or {}
-    return int(sidecar.get("port") or DEFAULT_PORT), int(sidecar.get("metricsPort") or DEFAULT_METRICS_PORT)
-
-
-def sidecar_resources(cache_spec: Mapping[str, Any]) -> dict[str, Any]:
+def sidecar_resources(cache: CacheContext) -> dict[str, Any]:
     """``spec.sidecar.resources`` (or defaults); one GPU when the embedding device is ``cuda``, none for ``cpu``."""
-    resources = copy.deepcopy((cache_spec.get("sidecar") or {}).get("resources") or DEFAULT_RESOURCES)
-    device = (cache_spec.get("embedding") or {}).get("device") or "auto"
-    if device == "cuda":
+    resources = cache.spec.sidecar.resources.as_dict() or copy.deepcopy(DEFAULT_RESOURCES)
+    if cache.spec.embedding.device == "cuda":
         resources.setdefault("limits", {}).setdefault(GPU_RESOURCE, 1)
-    elif device == "cpu":
-        for part in ("requests", "limits"):
-            (resources.get(part) or {}).pop(GPU_RESOURCE, None)
+    elif cache.spec.embedding.device == "cpu":
+        for part in list(resources):
+            resources[part].pop(GPU_RESOURCE, None)
+            if not resources[part]:
+                del resources[part]
     return resources
 
 
@@ -84,44 +79,36 @@ def _http_probe(path: str, port: int, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port}, **timing}
 
 
-def sidecar_container(cache: str, cache_spec: Mapping[str, Any], options: InjectionOptions) -> dict[str, Any]:
-    """The ``llmcache-sidecar`` container for a pod using LLMCache ``cache``.
+def sidecar_container(cache: CacheContext, options: InjectionOptions) -> dict[str, Any]:
+    """The ``llmcache-sidecar`` container for a pod using ``cache``.
 
     Probes use the metrics listener: ``/readyz`` stays ready while pass-through to the upstream
     works, so a cache backend outage never makes the app pod unready.  In native form a startup
     probe holds the app containers back until the sidecar listens.
     """
-    port, metrics_port = sidecar_ports(cache_spec)
+    port, metrics_port = cache.spec.sidecar.port, cache.spec.sidecar.metrics_port
     env = [
         {"name": "LLMCACHE_CONFIG", "value": f"{CONFIG_DIR}/config.yaml"},
         {"name": "LLMCACHE_LISTEN", "value": f"127.0.0.1:{port}"},
         {"name": "LLMCACHE_METRICS_LISTEN", "value": f"0.0.0.0:{metrics_port}"},
     ]
-    if ((cache_spec.get("redis") or {}).get("mode") or "managed") == "managed":
-        env.append(_secret_env("LLMCACHE_REDIS_PASSWORD", f"{cache}-redis", "password"))
-    env.append(_secret_env("LLMCACHE_ADMIN_TOKEN", f"{cache}-admin", "token"))
+    if cache.spec.redis.mode == "managed":
+        env.append(_secret_env("LLMCACHE_REDIS_PASSWORD", names.redis_secret_name(cache.name), "password"))
+    env.append(_secret_env("LLMCACHE_ADMIN_TOKEN", names.admin_secret_name(cache.name), "token"))
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
-        "image": (cache_spec.get("sidecar") or {}).get("image") or options.sidecar_image,
+        "image": cache.sidecar_image,
         "ports": [
             {"name": "llmcache-api", "containerPort": port, "protocol": "TCP"},
             {"name": "llmcache-metric", "containerPort": metrics_port, "protocol": "TCP"},
         ],
         "env": env,
-        "resources": sidecar_resources(cache_spec),
+        "resources": sidecar_resources(cache),
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
         ],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": SIDECAR_UID,
-            "runAsGroup": SIDECAR_UID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": {**locked_down_container(run_as_non_root=True), "runAsUser": SIDECAR_UID, "runAsGroup": SIDECAR_UID},
         "livenessProbe": _http_probe("/healthz", metrics_port, periodSeconds=10, timeoutSeconds=2, failureThreshold=3),
         "readinessProbe": _http_probe("/readyz", metrics_port, periodSeconds=5, timeoutSeconds=2, failureThreshold=3),
     }
@@ -131,10 +118,11 @@ def sidecar_container(cache: str, cache_spec: Mapping[str, Any], options: Inject
     return container
 
 
-def sidecar_volumes(cache: str) -> list[dict[str, Any]]:
+def sidecar_volumes(cache: CacheContext) -> list[dict[str, Any]]:
     """The ConfigMap ``<cache>-sidecar`` (read-only config) and a scratch dir for the read-only root."""
+    configmap = {"name": names.sidecar_configmap_name(cache.name), "items": [{"key": "config.yaml", "path": "config.yaml"}]}
     return [
-        {"name": CONFIG_VOLUME, "configMap": {"name": f"{cache}-sidecar", "items": [{"key": "config.yaml", "path": "config.yaml"}]}},
+        {"name": CONFIG_VOLUME, "configMap": configmap},
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
     ]
 
@@ -148,7 +136,7 @@ def _with_base_url(container: Mapping[str, Any], base_url: str) -> dict[str, Any
     return result
 
 
-def injected_pod(pod: Mapping[str, Any], cache: str, cache_spec: Mapping[str, Any], options: InjectionOptions) -> dict[str, Any]:
+def injected_pod(pod: Mapping[str, Any], cache: CacheContext, options: InjectionOptions) -> dict[str, Any]:
     """A copy of ``pod`` with the sidecar, its volumes, ``OPENAI_BASE_URL`` and the injected mark.
 
     An already injected pod comes back unchanged.
@@ -156,8 +144,8 @@ def injected_pod(pod: Mapping[str, Any], cache: str, cache_spec: Mapping[str, An
     result = copy.deepcopy(dict(pod))
     if is_injected(pod):
         return result
-    port, _ = sidecar_ports(cache_spec)
-    sidecar = sidecar_container(cache, cache_spec, options)
+    port = cache.spec.sidecar.port
+    sidecar = sidecar_container(cache, options)
     spec = result.setdefault("spec", {})
     spec["containers"] = [_with_base_url(c, f"http://127.0.0.1:{port}/v1") for c in spec.get("containers") or []]
     if options.native_sidecar:

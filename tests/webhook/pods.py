@@ -7,6 +7,10 @@ from typing import Any
 
 import kubernetes_validate
 
+from llmcache_operator.context import CacheContext
+from llmcache_operator.settings import OperatorConfig
+from llmcache_operator.spec import parse_spec
+
 #: Native sidecars exist from 1.29 on; the classic form must pass the same schema.
 K8S_VERSION = "1.29"
 CACHE_SPEC: dict[str, Any] = {
@@ -14,6 +18,11 @@ CACHE_SPEC: dict[str, Any] = {
     "embedding": {"device": "cpu"},
     "sidecar": {"port": 8081, "metricsPort": 9091},
 }
+
+
+def cache_context(spec: dict[str, Any] | None = None, name: str = "demo") -> CacheContext:
+    """An LLMCache ``name`` in ``team-a`` as the webhook sees it (validated spec, default images)."""
+    return CacheContext(name, "team-a", parse_spec(CACHE_SPEC if spec is None else spec), OperatorConfig())
 
 
 def app_pod(*, annotation: str | None = "demo", label: str | None = None, base_url: str | None = None) -> dict[str, Any]:

@@ -15,10 +15,12 @@ from llmcache_operator.webhook import (
     requested_cache,
     sidecar_container,
 )
-from tests.webhook.pods import CACHE_SPEC, app_pod, validate_pod
+from llmcache_operator.settings import DEFAULT_SIDECAR_IMAGE
+from tests.webhook.pods import CACHE_SPEC, app_pod, cache_context, validate_pod
 
-NATIVE = InjectionOptions(sidecar_image="ghcr.io/llmcache/sidecar:0.1.0", native_sidecar=True)
-CLASSIC = InjectionOptions(sidecar_image="ghcr.io/llmcache/sidecar:0.1.0", native_sidecar=False)
+NATIVE = InjectionOptions(native_sidecar=True)
+CLASSIC = InjectionOptions(native_sidecar=False)
+DEMO = cache_context()
 
 
 def env_of(container: dict) -> dict:
@@ -26,7 +28,7 @@ def env_of(container: dict) -> dict:
 
 
 def test_native_form_puts_the_sidecar_first_among_init_containers() -> None:
-    pod = injected_pod(app_pod(), "demo", CACHE_SPEC, NATIVE)
+    pod = injected_pod(app_pod(), DEMO, NATIVE)
     init = pod["spec"]["initContainers"]
     assert [c["name"] for c in init] == [CONTAINER_NAME, "migrate"]
     assert init[0]["restartPolicy"] == "Always"
@@ -36,7 +38,7 @@ def test_native_form_puts_the_sidecar_first_among_init_containers() -> None:
 
 
 def test_classic_form_appends_a_regular_container() -> None:
-    pod = injected_pod(app_pod(), "demo", CACHE_SPEC, CLASSIC)
+    pod = injected_pod(app_pod(), DEMO, CLASSIC)
     assert [c["name"] for c in pod["spec"]["containers"]] == ["app", "worker", CONTAINER_NAME]
     assert [c["name"] for c in pod["spec"]["initContainers"]] == ["migrate"]
     sidecar = pod["spec"]["containers"][-1]
@@ -45,7 +47,7 @@ def test_classic_form_appends_a_regular_container() -> None:
 
 
 def test_every_app_container_gets_the_base_url_unless_it_sets_one() -> None:
-    pod = injected_pod(app_pod(base_url="http://elsewhere/v1"), "demo", CACHE_SPEC, NATIVE)
+    pod = injected_pod(app_pod(base_url="http://elsewhere/v1"), DEMO, NATIVE)
     app, worker = pod["spec"]["containers"]
     assert env_of(app)["OPENAI_BASE_URL"] == "http://elsewhere/v1"
     assert env_of(app)["MODEL"] == "llama"
@@ -54,7 +56,7 @@ def test_every_app_container_gets_the_base_url_unless_it_sets_one() -> None:
 
 
 def test_sidecar_follows_the_contract_names() -> None:
-    sidecar = sidecar_container("demo", {**CACHE_SPEC, "redis": {"mode": "managed"}}, NATIVE)
+    sidecar = sidecar_container(cache_context({**CACHE_SPEC, "redis": {"mode": "managed"}}), NATIVE)
     env = env_of(sidecar)
     assert env["LLMCACHE_CONFIG"] == "/etc/llmcache/config.yaml"
     assert env["LLMCACHE_LISTEN"] == "127.0.0.1:8081"
@@ -73,45 +75,46 @@ def test_sidecar_follows_the_contract_names() -> None:
 
 
 def test_config_comes_from_the_caches_configmap() -> None:
-    pod = injected_pod(app_pod(), "demo", CACHE_SPEC, NATIVE)
+    pod = injected_pod(app_pod(), DEMO, NATIVE)
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["llmcache-config"]["configMap"]["name"] == "demo-sidecar"
     assert "data" in volumes
 
 
 def test_external_redis_has_no_password_secret() -> None:
-    sidecar = sidecar_container("demo", {**CACHE_SPEC, "redis": {"mode": "external", "url": "redis://r:6379/0"}}, NATIVE)
+    sidecar = sidecar_container(cache_context({**CACHE_SPEC, "redis": {"mode": "external", "url": "redis://r:6379/0"}}), NATIVE)
     assert "LLMCACHE_REDIS_PASSWORD" not in env_of(sidecar)
 
 
 def test_sidecar_image_from_the_spec_wins() -> None:
     spec = {**CACHE_SPEC, "sidecar": {"image": "registry.local/sidecar:gpu"}}
-    assert sidecar_container("demo", spec, NATIVE)["image"] == "registry.local/sidecar:gpu"
-    assert sidecar_container("demo", CACHE_SPEC, NATIVE)["image"] == NATIVE.sidecar_image
+    assert sidecar_container(cache_context(spec), NATIVE)["image"] == "registry.local/sidecar:gpu"
+    assert sidecar_container(DEMO, NATIVE)["image"] == DEFAULT_SIDECAR_IMAGE
 
 
 @pytest.mark.parametrize(("device", "gpus"), [("cuda", 1), ("cpu", None), ("auto", None)])
 def test_gpu_follows_the_embedding_device(device: str, gpus: int | None) -> None:
     spec = {**CACHE_SPEC, "embedding": {"device": device}}
-    resources = sidecar_container("demo", spec, NATIVE)["resources"]
+    resources = sidecar_container(cache_context(spec), NATIVE)["resources"]
     assert resources.get("limits", {}).get("nvidia.com/gpu") == gpus
     assert "nvidia.com/gpu" not in resources.get("requests", {})
-    validate_pod(injected_pod(app_pod(), "demo", spec, NATIVE))
+    validate_pod(injected_pod(app_pod(), cache_context(spec), NATIVE))
 
 
 def test_cpu_device_drops_a_gpu_from_the_given_resources() -> None:
     spec = {**CACHE_SPEC, "embedding": {"device": "cpu"}, "sidecar": {"resources": {"limits": {"nvidia.com/gpu": 1, "memory": "2Gi"}}}}
-    assert sidecar_container("demo", spec, NATIVE)["resources"] == {"limits": {"memory": "2Gi"}}
-    assert spec["sidecar"]["resources"]["limits"]["nvidia.com/gpu"] == 1  # the input is not mutated
+    cache = cache_context(spec)
+    assert sidecar_container(cache, NATIVE)["resources"] == {"limits": {"memory": "2Gi"}}
+    assert cache.spec.sidecar.resources.limits["nvidia.com/gpu"] == 1  # the spec is not mutated
 
 
 @pytest.mark.parametrize("options", [NATIVE, CLASSIC], ids=["native", "classic"])
 def test_injecting_twice_changes_nothing(options: InjectionOptions) -> None:
-    once = injected_pod(app_pod(), "demo", CACHE_SPEC, options)
+    once = injected_pod(app_pod(), DEMO, options)
     assert is_injected(once)
     assert once["metadata"]["annotations"]["llmcache.dev/injected"] == "true"
-    assert injected_pod(once, "demo", CACHE_SPEC, options) == once
-    assert jsonpatch.JsonPatch.from_diff(once, injected_pod(once, "demo", CACHE_SPEC, options)).patch == []
+    assert injected_pod(once, DEMO, options) == once
+    assert jsonpatch.JsonPatch.from_diff(once, injected_pod(once, DEMO, options)).patch == []
 
 
 def test_a_pod_with_the_container_already_counts_as_injected() -> None:
@@ -123,7 +126,7 @@ def test_a_pod_with_the_container_already_counts_as_injected() -> None:
 def test_the_input_pod_is_not_mutated() -> None:
     pod = app_pod()
     before = copy.deepcopy(pod)
-    injected_pod(pod, "demo", CACHE_SPEC, NATIVE)
+    injected_pod(pod, DEMO, NATIVE)
     assert pod == before
 
 
