@@ -53,9 +53,20 @@ CONTROL_FIELDS = ("revision", "delay", "token_interval", "fail_status", "fail_ti
 # --------------------------------------------------------------------------- the answers
 
 
+def _same_number(value: Any) -> Any:
+    """``0.0`` and ``0`` mean the same to a model: write integral floats as ints, everywhere."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _same_number(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_same_number(v) for v in value]
+    return value
+
+
 def request_digest(body: Mapping[str, Any], revision: str) -> str:
     """sha256 hex of the canonical body (transport fields left out) and the revision."""
-    meaningful = {k: v for k, v in body.items() if k not in TRANSPORT_FIELDS}
+    meaningful = {k: _same_number(v) for k, v in body.items() if k not in TRANSPORT_FIELDS}
     canonical = json.dumps(meaningful, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{revision}\n{canonical}".encode()).hexdigest()
 

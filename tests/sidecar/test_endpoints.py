@@ -135,7 +135,7 @@ async def test_metrics_expose_the_contract_names(sidecar: Any, openai_client: op
     assert metric_value(text, "llmcache_requests_total", result="hit-exact") == 1
     assert metric_value(text, "llmcache_requests_total", result="miss") == 1
     assert metric_value(text, "llmcache_requests_total", result="bypass") == 1
-    assert metric_value(text, "llmcache_tokens_saved_total") == first.usage["completion_tokens"]
+    assert metric_value(text, "llmcache_tokens_saved_total") == first.usage["total_tokens"]
     assert metric_value(text, "llmcache_lookup_seconds_count", tier="exact") >= 2
     assert metric_value(text, "llmcache_upstream_seconds_count") >= 2
 
