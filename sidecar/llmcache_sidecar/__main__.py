@@ -1,0 +1,82 @@
+"""``llmcache-sidecar``: the command line.  One flag per setting (``--upstream-url`` for
+``upstream_url``), generated from the Settings model; flags override env and file.  Secrets
+have no flag (a flag shows in ``ps``): they come from the environment only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, Literal, get_args, get_origin
+
+from llmcache_sidecar.config import CONFIG_FILE_ENV, SECRET_FIELDS, ConfigError, Settings, env_name, load_settings
+from llmcache_sidecar.server import serve
+
+PROG = "llmcache-sidecar"
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="OpenAI-compatible caching proxy (exact + semantic tiers) in front of an LLM server.",
+        epilog=f"Every setting can also come from the environment ({env_name('upstream_url')}, ...) or a YAML "
+               f"file named by {CONFIG_FILE_ENV} (--config); flags win over both.")
+    parser.add_argument("--config", metavar="FILE", help=f"YAML settings file (default: ${CONFIG_FILE_ENV})")
+    for name, field in Settings.model_fields.items():
+        if name in SECRET_FIELDS:
+            continue
+        help_text = f"{field.description or name.replace('_', ' ')} [env {env_name(name)}]"
+        if field.annotation is bool:
+            parser.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        elif get_origin(field.annotation) is Literal:
+            parser.add_argument(flag(name), dest=name, choices=get_args(field.annotation), default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(flag(name), dest=name, metavar="VALUE", default=None, help=help_text)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
+    if args.config:
+        environ = {**environ, CONFIG_FILE_ENV: args.config}
+    return load_settings(environ=environ, overrides=overrides)
+
+
+async def run(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with serve(settings):
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args, dict(os.environ) if environ is None else environ)
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(settings))
+    except OSError as exc:  # e.g. the port is taken
+        print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""The cacheable endpoints: lookup (exact, then semantic), else forward and write back.
+
+Results (``X-LLMCache``): ``hit-exact`` / ``hit-semantic`` (served from the cache), ``miss``
+(forwarded; the answer is stored unless ``Cache-Control: no-store``), ``bypass`` (forwarded
+without the cache: temperature above the limit, ``n > 1``, or a cache backend in trouble).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from llmcache_sidecar import state
+from llmcache_sidecar.entry import CorruptEntry, Entry
+from llmcache_sidecar.errors import InvalidRequest, invalid_request_response
+from llmcache_sidecar.keys import Kind, ParsedRequest
+from llmcache_sidecar.sse import DONE, EventSplitter, StreamAssembler, event_data
+from llmcache_sidecar.tiers.base import CacheRequest
+from llmcache_sidecar.upstream import (
+    UPSTREAM_ERRORS, cut_client_connection, request_headers, response_headers, unreachable_response,
+)
+
+log = logging.getLogger(__name__)
+
+HEADER = "X-LLMCache"
+SIMILARITY_HEADER = "X-LLMCache-Similarity"
+
+#: the field of a complete answer, per endpoint (an answer without it is not stored)
+_ANSWER_FIELD: dict[str, str] = {"chat": "choices", "completions": "choices", "embeddings": "data"}
+
+
+@dataclass(slots=True)
+class Lookup:
+    """Outcome of the cache lookup of one request."""
+
+    result: str
+    entry: Entry | None = None
+    similarity: float | None = None
+    #: the exact tier can take the answer (it answered, or was not asked and is not backing off)
+    exact_ok: bool = True
+
+
+def handler(kind: Kind) -> Any:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await cacheable(request, kind)
+
+    handle.__name__ = f"handle_{kind}"
+    return handle
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise InvalidRequest(f"the request body is larger than {limit} bytes", code="request_too_large", status=413)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise InvalidRequest(f"the request body is larger than {limit} bytes", code="request_too_large",
+                             status=413) from None
+
+
+async def cacheable(request: web.Request, kind: Kind) -> web.StreamResponse:
+    app = request.app
+    metrics = app[state.METRICS]
+    semantic = app[state.SEMANTIC_TIER]
+    try:
+        raw = await read_body(request, app[state.SETTINGS].max_body_bytes)
+        parsed = app[state.KEYS].parse(kind, raw, request.path_qs, request.headers, app[state.REVISION].active,
+                                       semantic=semantic is not None)
+    except InvalidRequest as exc:
+        metrics.result["invalid"].inc()
+        return invalid_request_response(exc)
+    if parsed.cache is None:
+        return await forward(request, parsed, raw, "bypass", store=False)
+    found = await lookup(app, parsed, parsed.cache)
+    if found.entry is not None:
+        return serve_hit(app, parsed, found)
+    store = found.exact_ok and not parsed.control.no_store
+    return await forward(request, parsed, raw, found.result, store=store)
+
+
+async def lookup(app: web.Application, parsed: ParsedRequest, cache: CacheRequest) -> Lookup:
+    if parsed.control.no_cache:
+        return Lookup("miss", exact_ok=app[state.EXACT_HEALTH].available())
+    health = app[state.EXACT_HEALTH]
+    if not health.available():
+        return Lookup("bypass", exact_ok=False)
+    metrics = app[state.METRICS]
+    tier = app[state.EXACT_TIER]
+    if app[state.SETTINGS].exact_enabled:
+        started = time.perf_counter()
+        try:
+            value = await tier.get(cache.exact_key)
+        except Exception as exc:  # noqa: BLE001 - any backend trouble means pass through
+            health.failed(exc)
+            log.warning("exact tier lookup failed, passing through: %s", exc)
+            return Lookup("bypass", exact_ok=False)
+        health.succeeded()
+        metrics.lookup_exact.observe(time.perf_counter() - started)
+        entry = usable_entry(value, parsed)
+        if entry is not None:
+            return Lookup("hit-exact", entry)
+    semantic = app[state.SEMANTIC_TIER]
+    if semantic is None or cache.query is None:
+        return Lookup("miss")
+    semantic_health = app[state.SEMANTIC_HEALTH]
+    if not semantic_health.available():
+        return Lookup("bypass")
+    started = time.perf_counter()
+    try:
+        match = await semantic.lookup(cache)
+        value = await tier.get(match.key) if match is not None and match.key.startswith(_key_prefix(cache)) else None
+    except Exception as exc:  # noqa: BLE001
+        semantic_failed(app, exc)
+        return Lookup("bypass")
+    semantic_health.succeeded()
+    metrics.lookup_semantic.observe(time.perf_counter() - started)
+    entry = usable_entry(value, parsed)
+    if entry is None or match is None:
+        return Lookup("miss")
+    return Lookup("hit-semantic", entry, similarity=match.similarity)
+
+
+def _key_prefix(cache: CacheRequest) -> str:
+    """A semantic match may only point into the request's own cache, revision and tenant."""
+    return cache.exact_key[: cache.exact_key.rindex(":") + 1]
+
+
+def semantic_failed(app: web.Application, exc: BaseException) -> None:
+    app[state.SEMANTIC_HEALTH].failed(exc)
+    backend = getattr(exc, "backend", "milvus")
+    app[state.METRICS].backend_errors_total.labels(backend=backend).inc()
+    log.warning("semantic tier failed, passing through: %s", exc)
+
+
+def usable_entry(value: bytes | None, parsed: ParsedRequest) -> Entry | None:
+    """The stored entry if it can answer this request (right kind, young enough)."""
+    if value is None:
+        return None
+    try:
+        entry = Entry.decode(value)
+    except CorruptEntry:
+        return None
+    if entry.kind != parsed.kind:
+        return None
+    max_age = parsed.control.max_age
+    if max_age is not None and entry.age(time.time()) > max_age:
+        return None
+    return entry
+
+
+def serve_hit(app: web.Application, parsed: ParsedRequest, found: Lookup) -> web.Response:
+    entry = found.entry
+    assert entry is not None
+    headers = {HEADER: found.result, "Age": str(int(entry.age(time.time())))}
+    if found.similarity is not None:
+        headers[SIMILARITY_HEADER] = f"{found.similarity:.4f}"
+    record(app, found.result, entry.tokens)
+    if parsed.stream:
+        headers["Cache-Control"] = "no-cache"
+        return web.Response(body=entry.as_stream(parsed.include_usage), content_type="text/event-stream",
+                            headers=headers)
+    return web.Response(body=entry.body, content_type="application/json", headers=headers)
+
+
+def record(app: web.Application, result: str, tokens_saved: int = 0) -> None:
+    metrics = app[state.METRICS]
+    metrics.result[result].inc()
+    if tokens_saved:
+        metrics.tokens_saved_total.inc(tokens_saved)
+    app[state.STATS].record(result, tokens_saved)
+
+
+def upstream_body(parsed: ParsedRequest, raw: bytes, store: bool) -> bytes:
+    """The body sent upstream: the client's bytes, except that a stream that will be stored asks
+    for the usage chunk (the entry's token count); the client does not see it unless it asked."""
+    if not (store and parsed.stream and not parsed.include_usage):
+        return raw
+    options = parsed.body.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    options["include_usage"] = True
+    return orjson.dumps({**parsed.body, "stream_options": options})
+
+
+async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, result: str, *,
+                  store: bool) -> web.StreamResponse:
+    app = request.app
+    record(app, result)
+    session = app[state.UPSTREAM]
+    url = app[state.SETTINGS].upstream_url + request.path_qs
+    started = time.perf_counter()
+    headers = {HEADER: result}
+    try:
+        async with session.post(url, data=upstream_body(parsed, raw, store),
+                                headers=request_headers(request.headers, decoded=True)) as upstream:
+            if upstream.status == 200 and upstream.content_type == "text/event-stream":
+                return await relay_stream(request, parsed, upstream, result, store=store, started=started)
+            try:
+                body = await upstream.read()
+            except UPSTREAM_ERRORS as exc:
+                return unreachable_response(exc, headers)
+            app[state.METRICS].upstream_seconds.observe(time.perf_counter() - started)
+            if store and upstream.status == 200:
+                answer = complete_answer(body, parsed.kind)
+                if answer is not None:
+                    await store_answer(app, parsed, answer, body)
+            out = response_headers(upstream.headers, decoded=True)
+            out[HEADER] = result
+            return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=out)
+    except UPSTREAM_ERRORS as exc:
+        return unreachable_response(exc, headers)
+
+
+def complete_answer(body: bytes, kind: str) -> dict[str, Any] | None:
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get(_ANSWER_FIELD[kind]), list):
+        return None
+    return answer
+
+
+async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: aiohttp.ClientResponse, result: str,
+                       *, store: bool, started: float) -> web.StreamResponse:
+    """Forward a streamed answer event by event as it arrives; store it only if it ended with
+    ``[DONE]`` (the store happens before ``[DONE]`` is passed on, so a client that saw the end of
+    the stream finds the entry)."""
+    app = request.app
+    out = response_headers(upstream.headers, decoded=True)
+    out[HEADER] = result
+    response = web.StreamResponse(status=200, reason=upstream.reason, headers=out)
+    await response.prepare(request)
+    hide_usage = store and not parsed.include_usage
+    splitter = EventSplitter()
+    assembler = StreamAssembler(parsed.kind)
+    storable = store
+    try:
+        async for data in upstream.content.iter_any():
+            if not store:
+                await response.write(data)
+                continue
+            forwarded: list[bytes] = []
+            for event in splitter.feed(data):
+                payload = event_data(event)
+                if payload == DONE:
+                    if forwarded:
+                        await response.write(b"".join(forwarded))
+                        forwarded = []
+                    if storable:
+                        app[state.METRICS].upstream_seconds.observe(time.perf_counter() - started)
+                        await store_answer(app, parsed, assembler.result(), None)
+                        storable = False
+                elif payload is not None and storable:
+                    try:
+                        chunk = orjson.loads(payload)
+                        assembler.add(chunk)
+                    except (orjson.JSONDecodeError, AttributeError, TypeError):
+                        storable = False
+                    else:
+                        if hide_usage and not chunk.get("choices") and chunk.get("usage"):
+                            continue
+                forwarded.append(event + b"\n\n")
+            if forwarded:
+                await response.write(b"".join(forwarded))
+    except UPSTREAM_ERRORS:
+        cut_client_connection(request)
+        return response
+    if splitter.pending:
+        await response.write(splitter.pending)
+    await response.write_eof()
+    return response
+
+
+async def store_answer(app: web.Application, parsed: ParsedRequest, answer: dict[str, Any],
+                       body: bytes | None) -> None:
+    """Write a complete answer to the exact tier, then to the semantic tier (if any).  Skipped
+    if the revision changed since the request started; backend trouble is counted, not raised."""
+    cache = parsed.cache
+    assert cache is not None
+    if not app[state.REVISION].is_active(cache.revision):
+        return
+    health = app[state.EXACT_HEALTH]
+    if not health.available():
+        return
+    entry = Entry.from_answer(parsed.kind, answer, time.time(), body)
+    try:
+        await app[state.EXACT_TIER].set(cache.exact_key, entry.encode(), app[state.SETTINGS].ttl_seconds)
+    except Exception as exc:  # noqa: BLE001
+        health.failed(exc)
+        log.warning("exact tier store failed: %s", exc)
+        return
+    health.succeeded()
+    semantic = app[state.SEMANTIC_TIER]
+    if semantic is None or cache.query is None or not app[state.SEMANTIC_HEALTH].available():
+        return
+    try:
+        await semantic.store(cache)
+    except Exception as exc:  # noqa: BLE001
+        semantic_failed(app, exc)
+        return
+    app[state.SEMANTIC_HEALTH].succeeded()

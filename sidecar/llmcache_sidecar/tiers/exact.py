@@ -1,0 +1,169 @@
+"""The exact tier: stored answers by exact key, on Redis or (without Redis) in process.
+
+Both implementations have the same semantics: a value lives ``ttl`` seconds; invalidation by
+revision, tenant or everything of one cache; ``count`` of one cache's entries.  Every Redis call
+is bounded by a short socket timeout and is never retried: the proxy passes the request through
+instead (see ``health.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from llmcache_sidecar.config import Settings
+
+#: keys deleted per UNLINK during an invalidation (and SCAN page size)
+INVALIDATE_BATCH = 500
+
+_GLOB_SPECIAL = str.maketrans({char: "\\" + char for char in "*?[]\\"})
+
+
+def stats_key(cache: str) -> str:
+    return f"llmcache:{cache}:stats"
+
+
+def key_pattern(cache: str, *, revision: str | None = None, tenant: str | None = None) -> str:
+    """Redis glob for the entries of one cache, narrowed to a revision and/or a tenant.
+
+    Neither part may contain ':' (cache names and revisions are validated, tenants match
+    ``TENANT_PATTERN``), so ``*`` can only stand for whole key segments here."""
+    def part(value: str | None) -> str:
+        return "*" if value is None else value.translate(_GLOB_SPECIAL)
+
+    return f"llmcache:{part(cache)}:{part(revision)}:{part(tenant)}:e:*"
+
+
+def key_matches(key: str, cache: str, *, revision: str | None, tenant: str | None) -> bool:
+    parts = key.split(":", 5)
+    return (len(parts) == 6 and parts[0] == "llmcache" and parts[1] == cache and parts[4] == "e"
+            and (revision is None or parts[2] == revision) and (tenant is None or parts[3] == tenant))
+
+
+class ExactTier(Protocol):
+    #: "redis" or "memory" (the backend label of metrics and /admin/stats)
+    backend: str
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None: ...
+
+    async def invalidate(self, cache: str, *, revision: str | None = None, tenant: str | None = None) -> int:
+        """Delete one cache's entries (of one revision / tenant when given); return how many."""
+        ...
+
+    async def count(self, cache: str) -> int: ...
+
+    async def add_stats(self, key: str, counts: dict[str, int]) -> None:
+        """Add ``counts`` to the fleet-wide statistics hash ``key`` (no-op without a shared store)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RedisExactTier:
+    backend = "redis"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisExactTier:
+        assert settings.redis_url is not None
+        timeout = settings.backend_timeout_seconds
+        extra = {"password": settings.redis_password} if settings.redis_password else {}
+        client = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0, **extra)
+        return cls(client)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        await self.client.set(key, value, ex=ttl)
+
+    async def invalidate(self, cache: str, *, revision: str | None = None, tenant: str | None = None) -> int:
+        """SCAN + UNLINK in batches: never blocks Redis the way KEYS/DEL on many keys would."""
+        deleted = 0
+        batch: list[bytes] = []
+        async for key in self.client.scan_iter(match=key_pattern(cache, revision=revision, tenant=tenant),
+                                               count=INVALIDATE_BATCH):
+            batch.append(key)
+            if len(batch) >= INVALIDATE_BATCH:
+                deleted += await self.client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await self.client.unlink(*batch)
+        return deleted
+
+    async def count(self, cache: str) -> int:
+        total = 0
+        async for _ in self.client.scan_iter(match=key_pattern(cache), count=1000):
+            total += 1
+        return total
+
+    async def add_stats(self, key: str, counts: dict[str, int]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for field, amount in counts.items():
+                pipe.hincrby(key, field, amount)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryExactTier:
+    """An in-process LRU with per-entry expiry, for a sidecar without Redis."""
+
+    backend = "memory"
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        if item[0] <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return item[1]
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        self._entries[key] = (time.monotonic() + ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    async def invalidate(self, cache: str, *, revision: str | None = None, tenant: str | None = None) -> int:
+        doomed = [key for key in self._entries if key_matches(key, cache, revision=revision, tenant=tenant)]
+        for key in doomed:
+            del self._entries[key]
+        return len(doomed)
+
+    async def count(self, cache: str) -> int:
+        now = time.monotonic()
+        expired = [key for key, (expires, _) in self._entries.items() if expires <= now]
+        for key in expired:
+            del self._entries[key]
+        return sum(1 for key in self._entries if key_matches(key, cache, revision=None, tenant=None))
+
+    async def add_stats(self, key: str, counts: dict[str, int]) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+def make_exact_tier(settings: Settings) -> ExactTier:
+    if settings.redis_url:
+        return RedisExactTier.from_settings(settings)
+    return MemoryExactTier(settings.memory_max_entries)
