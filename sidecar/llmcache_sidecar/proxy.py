@@ -114,14 +114,20 @@ async def lookup(app: web.Application, parsed: ParsedRequest, cache: CacheReques
     started = time.perf_counter()
     try:
         match = await semantic.lookup(cache)
-        value = await tier.get(match.key) if match is not None and match.key.startswith(_key_prefix(cache)) else None
     except Exception as exc:  # noqa: BLE001
         semantic_failed(app, exc)
         return Lookup("bypass")
     semantic_health.succeeded()
     metrics.lookup_semantic.observe(time.perf_counter() - started)
+    if match is None or not match.key.startswith(_key_prefix(cache)):
+        return Lookup("miss")
+    try:
+        value = await tier.get(match.key)
+    except Exception as exc:  # noqa: BLE001
+        health.failed(exc)
+        return Lookup("bypass", exact_ok=False)
     entry = usable_entry(value, parsed)
-    if entry is None or match is None:
+    if entry is None:
         return Lookup("miss")
     return Lookup("hit-semantic", entry, similarity=match.similarity)
 
@@ -195,9 +201,10 @@ async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, resul
     url = app[state.SETTINGS].upstream_url + request.path_qs
     started = time.perf_counter()
     headers = {HEADER: result}
+    forwarded_headers = request_headers(request.headers, decoded=True)
+    forwarded_headers.setdefault("Content-Type", "application/json")
     try:
-        async with session.post(url, data=upstream_body(parsed, raw, store),
-                                headers=request_headers(request.headers, decoded=True)) as upstream:
+        async with session.post(url, data=upstream_body(parsed, raw, store), headers=forwarded_headers) as upstream:
             if upstream.status == 200 and upstream.content_type == "text/event-stream":
                 return await relay_stream(request, parsed, upstream, result, store=store, started=started)
             try:
@@ -253,7 +260,6 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
                         await response.write(b"".join(forwarded))
                         forwarded = []
                     if storable:
-                        app[state.METRICS].upstream_seconds.observe(time.perf_counter() - started)
                         await store_answer(app, parsed, assembler.result(), None)
                         storable = False
                 elif payload is not None and storable:
@@ -271,6 +277,8 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
     except UPSTREAM_ERRORS:
         cut_client_connection(request)
         return response
+    finally:
+        app[state.METRICS].upstream_seconds.observe(time.perf_counter() - started)
     if splitter.pending:
         await response.write(splitter.pending)
     await response.write_eof()
