@@ -44,23 +44,23 @@ class Settings(BaseModel):
     redis_password: str | None = Field(None, description="Redis password (from a Secret)")
     milvus_uri: str = Field("./llmcache-milvus.db", description="semantic tier; a path means embedded Milvus Lite")
     embedding_model: str | None = Field(None, description="directory with model.onnx + tokenizer.json; unset means the packaged default")
-    embedding_device: Literal["auto", "cuda", "cpu"] = "auto"
-    similarity_threshold: float = Field(DEFAULT_SIMILARITY_THRESHOLD, gt=0.0, le=1.0)
+    embedding_device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where the embedder runs")
+    similarity_threshold: float = Field(DEFAULT_SIMILARITY_THRESHOLD, gt=0.0, le=1.0, description="cosine similarity a semantic hit needs")
     ttl_seconds: int = Field(86400, gt=0, description="lifetime of exact entries")
     semantic_ttl_seconds: int | None = Field(None, gt=0, description="lifetime of semantic entries; unset means ttl_seconds")
-    exact_enabled: bool = True
-    semantic_enabled: bool = True
+    exact_enabled: bool = Field(True, description="look answers up by exact key (answers are stored either way)")
+    semantic_enabled: bool = Field(True, description="run the semantic tier (embedder + Milvus)")
     max_temperature: float = Field(0.8, ge=0.0, le=2.0, description="requests above it bypass the cache")
-    model_revision: str = Field("default", min_length=1, max_length=128)
-    cache_name: str = Field("default", min_length=1, max_length=63)
+    model_revision: str = Field("default", min_length=1, max_length=128, description="revision the entries are written under")
+    cache_name: str = Field("default", min_length=1, max_length=63, description="namespace of the keys and the collection")
     tenant_header: str | None = Field(None, description="header carrying the tenant id; unset means no tenants")
     admin_token: str | None = Field(None, description="bearer token for /admin (from a Secret)")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get 413")
     memory_max_entries: int = Field(10000, gt=0, description="size of the in-process exact tier")
     upstream_timeout_seconds: float = Field(600.0, gt=0, description="total time allowed for one upstream call")
-    upstream_connect_timeout_seconds: float = Field(5.0, gt=0)
+    upstream_connect_timeout_seconds: float = Field(5.0, gt=0, description="time allowed to connect to the upstream")
     backend_timeout_seconds: float = Field(0.5, gt=0, description="time allowed for one cache backend call before bypass")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level (debug also logs every request)")
 
     @field_validator("upstream_url")
     @classmethod
