@@ -1,0 +1,1 @@
+"""The Helm chart, rendered and linted with real Helm (helm-python-sdk), the images and the examples."""

@@ -1,0 +1,111 @@
+"""The Deployment's flags and environment mean to the operator what the chart says they mean.
+
+Read by the operator's own parsers (``llmcache_operator.__main__.parse_args``,
+``OperatorConfig.from_env``, ``load_webhook_settings``, ``admission.register``), so a renamed flag
+or variable fails here rather than in a cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+
+from llmcache_operator import admission
+from llmcache_operator.__main__ import parse_args
+from llmcache_operator.runtime import Runtime
+from llmcache_operator.settings import OperatorConfig
+from llmcache_operator.webhook_config import load_webhook_settings
+from tests.chart.helmchart import CHART_DIR, NAMESPACE, VALUE_SETS, container_env, find, manifests, one, operator_container
+
+
+def test_chart_defaults_are_the_operators_defaults() -> None:
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["defaults"]
+    operator = OperatorConfig()
+    assert defaults["sidecar"]["image"] == operator.sidecar_image
+    assert defaults["redis"]["image"] == operator.redis_image
+    assert defaults["milvus"]["image"] == operator.milvus_image
+    assert defaults["vllm"]["image"] == operator.vllm_image
+    assert defaults["statsIntervalSeconds"] == operator.stats_interval_seconds
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_operator_parses_the_rendered_arguments(value_set: str) -> None:
+    values = VALUE_SETS[value_set]
+    container = operator_container(manifests(values))
+    options = parse_args(container["args"])
+    watched = values.get("operator", {}).get("watchNamespaces", [])
+    assert options.namespaces == tuple(watched)
+    assert options.clusterwide is (not watched)
+    health = {p["name"]: p["containerPort"] for p in container["ports"]}["health"]
+    assert options.liveness == f"http://0.0.0.0:{health}/healthz"
+    assert container["livenessProbe"]["httpGet"]["port"] == "health"
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_operator_reads_the_images_the_chart_sets(value_set: str) -> None:
+    values = VALUE_SETS[value_set]
+    config = OperatorConfig.from_env(container_env(operator_container(manifests(values))))
+    chart_defaults = {**yaml.safe_load((CHART_DIR / "values.yaml").read_text())["defaults"], **values.get("defaults", {})}
+    assert config.sidecar_image == chart_defaults["sidecar"]["image"]
+    assert config.redis_image == chart_defaults["redis"]["image"]
+    assert config.milvus_image == chart_defaults["milvus"]["image"]
+    assert config.vllm_image == chart_defaults["vllm"]["image"]
+    assert config.stats_interval_seconds == chart_defaults["statsIntervalSeconds"]
+
+
+def _webhook_settings_and_objects(values: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+    objects = manifests(values)
+    container = operator_container(objects)
+    return load_webhook_settings(container_env(container)), objects, container
+
+
+@pytest.mark.parametrize("value_set", sorted(set(VALUE_SETS) - {"no-webhook"}))
+def test_webhook_settings_match_the_rendered_service_and_certificate(value_set: str) -> None:
+    values = VALUE_SETS[value_set]
+    hook, objects, container = _webhook_settings_and_objects(values)
+    service = one(objects, "Service")
+    (port,) = service["spec"]["ports"]
+    assert (hook.namespace, hook.service, hook.service_port) == (NAMESPACE, service["metadata"]["name"], port["port"])
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert hook.listen_address == ("0.0.0.0", container_ports[port["targetPort"]])
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    assert hook.failure_policy == values.get("webhook", {}).get("failurePolicy", "Ignore")
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    if hook.cert_mode == "self-signed":
+        assert hook.operator_manages_certificate
+        assert volumes[mounts["/tmp"]].get("emptyDir") is not None  # the cert dir is writable
+        assert hook.cert_dir.startswith("/tmp/")
+    else:
+        assert volumes[mounts[hook.cert_dir]]["secret"]["secretName"] == hook.cert_secret
+    certificates = find(objects, "Certificate")
+    if hook.cert_mode == "cert-manager":
+        (certificate,) = certificates
+        assert certificate["spec"]["secretName"] == hook.cert_secret
+        assert hook.certificate == certificate["metadata"]["name"]
+        assert f"{hook.service}.{hook.namespace}.svc" in certificate["spec"]["dnsNames"]
+    else:
+        assert not certificates
+    if hook.cert_mode == "provided":
+        assert hook.cert_secret == values["webhook"]["tlsSecretName"]
+
+
+def test_the_webhook_configuration_name_is_the_one_rbac_allows() -> None:
+    hook, objects, _ = _webhook_settings_and_objects({})
+    names = [rule.get("resourceNames") for role in find(objects, "ClusterRole") for rule in role["rules"] if "mutatingwebhookconfigurations" in rule["resources"]]
+    assert [hook.configuration] in names
+
+
+@pytest.mark.parametrize("value_set,handlers", [("defaults", ["llmcache-inject"]), ("no-webhook", [])])
+def test_webhook_enabled_switches_the_injector(value_set: str, handlers: list[str]) -> None:
+    env = container_env(operator_container(manifests(VALUE_SETS[value_set])))
+    registry = kopf.OperatorRegistry()
+    admission.register(registry, Runtime(config=OperatorConfig.from_env(env)), environ=env)
+    assert [handler.id for handler in registry._webhooks.get_all_handlers()] == handlers
+    if not handlers:
+        objects = manifests(VALUE_SETS[value_set])
+        assert not find(objects, "Service") and not find(objects, "Certificate")
