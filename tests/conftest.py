@@ -162,7 +162,7 @@ async def sidecar_factory(upstream: TestUpstream, tmp_path: Path) -> AsyncIterat
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(**overrides: Any) -> Any:
-            settings = sidecar_settings(upstream.url, tmp_path, **overrides)
+            settings = sidecar_settings(overrides.pop("upstream_url", upstream.url), tmp_path, **overrides)
             return await stack.enter_async_context(serve(settings))
 
         yield make
