@@ -224,13 +224,22 @@ async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, resul
 
 
 def complete_answer(body: bytes, kind: str) -> dict[str, Any] | None:
+    """The decoded answer if it is one worth storing, else None."""
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(answer, dict) or not isinstance(answer.get(_ANSWER_FIELD[kind]), list):
-        return None
-    return answer
+    return answer if isinstance(answer, dict) and is_complete(answer, kind) else None
+
+
+def is_complete(answer: dict[str, Any], kind: str) -> bool:
+    """A whole answer: its results are there and (completions) every choice says why it ended."""
+    items = answer.get(_ANSWER_FIELD[kind])
+    if not isinstance(items, list) or not items or answer.get("error") is not None:
+        return False
+    if kind == "embeddings":
+        return True
+    return all(isinstance(choice, dict) and choice.get("finish_reason") is not None for choice in items)
 
 
 async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: aiohttp.ClientResponse, result: str,
@@ -260,13 +269,18 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
                         await response.write(b"".join(forwarded))
                         forwarded = []
                     if storable:
-                        await store_answer(app, parsed, assembler.result(), None)
+                        answer = assembler.result()
+                        if is_complete(answer, parsed.kind):
+                            await store_answer(app, parsed, answer, None)
                         storable = False
                 elif payload is not None and storable:
                     try:
                         chunk = orjson.loads(payload)
+                        if not isinstance(chunk, dict) or chunk.get("error") is not None:
+                            # vLLM reports a failure mid-stream as an error event, then [DONE]
+                            raise ValueError("an error event")
                         assembler.add(chunk)
-                    except (orjson.JSONDecodeError, AttributeError, TypeError):
+                    except (ValueError, AttributeError, TypeError):
                         storable = False
                     else:
                         if hide_usage and not chunk.get("choices") and chunk.get("usage"):

@@ -163,3 +163,49 @@ async def test_pass_through_keeps_methods_status_and_body(sidecar: Any, upstream
     async with http.get(sidecar.api_url + "/elsewhere") as response:
         assert response.status == 404
 
+
+
+def _sse(*payloads: Any) -> bytes:
+    return b"".join(b"data: " + (p if isinstance(p, bytes) else orjson.dumps(p)) + b"\n\n" for p in payloads)
+
+
+_CHUNK = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+          "choices": [{"index": 0, "delta": {"role": "assistant", "content": "partial"}, "finish_reason": None}]}
+
+
+_FINISH = {**_CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+
+
+@pytest.mark.parametrize(("stream", "second"), [
+    # vLLM's way of failing mid-stream: an error event, then [DONE]
+    (_sse(_CHUNK, {"error": {"message": "boom", "type": "InternalServerError", "code": 500}}, b"[DONE]"), "miss"),
+    # [DONE] without a finish_reason: not a whole answer
+    (_sse(_CHUNK, b"[DONE]"), "miss"),
+    # the control: a whole answer is stored
+    (_sse(_CHUNK, _FINISH, b"[DONE]"), "hit-exact"),
+])
+async def test_a_stream_that_ends_with_done_but_failed_is_not_stored(
+        sidecar_factory: Any, http: aiohttp.ClientSession, stream: bytes, second: str) -> None:
+    from aiohttp import web
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(stream)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        handle = await sidecar_factory(upstream_url=f"http://127.0.0.1:{port}")
+        result, body = await chat(http, handle, {**BODY, "stream": True})
+        assert result == "miss" and body == stream  # forwarded as it came
+        result, body = await chat(http, handle, {**BODY, "stream": True})
+        assert result == second and b"partial" in body
+    finally:
+        await runner.cleanup()
