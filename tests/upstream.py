@@ -18,6 +18,8 @@ same names for an upstream running in another process):
 - ``stall_after``: stream that many content chunks, then wait until released
 - ``cut_after``: stream that many content chunks, then close the connection without ``[DONE]``
   (a JSON answer is cut half way through its body)
+- ``error_after``: stream that many chunks, then an error event and ``[DONE]`` (as vLLM reports
+  a failure in the middle of a stream)
 
 It counts calls per path (``calls``) and records every request (``requests``: path, headers,
 parsed body), so tests can check what the sidecar forwarded.
@@ -47,7 +49,8 @@ DEFAULT_MODEL = "test-model"
 EMBEDDING_DIMENSIONS = 16
 #: fields that only change how the answer travels, not what it says
 TRANSPORT_FIELDS = frozenset({"stream", "stream_options"})
-CONTROL_FIELDS = ("revision", "delay", "token_interval", "fail_status", "fail_times", "stall", "stall_after", "cut_after")
+CONTROL_FIELDS = ("revision", "delay", "token_interval", "fail_status", "fail_times", "stall", "stall_after", "cut_after",
+                  "error_after")
 
 
 # --------------------------------------------------------------------------- the answers
@@ -197,6 +200,7 @@ class TestUpstream:
     stall: bool = False
     stall_after: int | None = None
     cut_after: int | None = None
+    error_after: int | None = None
     calls: Counter[str] = field(default_factory=Counter)
     requests: list[RecordedRequest] = field(default_factory=list)
     _runner: web.AppRunner | None = field(default=None, repr=False)
@@ -235,7 +239,7 @@ class TestUpstream:
         self.release()
         self._released = asyncio.Event()
         self.revision, self.delay, self.token_interval = "A", 0.0, 0.0
-        self.fail_status = self.fail_times = self.stall_after = self.cut_after = None
+        self.fail_status = self.fail_times = self.stall_after = self.cut_after = self.error_after = None
         self.stall = False
         self.calls.clear()
         self.requests.clear()
@@ -377,6 +381,10 @@ class TestUpstream:
                 return response
             if self.stall_after is not None and sent >= self.stall_after:
                 await self._wait_released()
+            if self.error_after is not None and sent >= self.error_after:
+                await response.write(sse({"error": {"object": "error", "message": "test upstream failed mid-stream",
+                                                    "type": "InternalServerError", "param": None, "code": 500}}))
+                break
             await response.write(sse(chunk))
             sent += 1
         await response.write(b"data: [DONE]\n\n")

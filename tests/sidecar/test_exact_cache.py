@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import openai
 import pytest
 
 from tests.sidecar.calls import BYPASS, HIT, MISS, chat, complete, user
-from tests.upstream import TestUpstream, expected_chat, expected_completion, expected_tool_call
+from tests.upstream import TestUpstream, expected_chat, expected_completion, expected_tool_call, split_tokens
 
 CHAT = "/v1/chat/completions"
 BODY: dict[str, Any] = {"model": "test-model", "messages": user("What is the capital of France?"), "temperature": 0}
@@ -146,12 +147,16 @@ async def test_no_cache_skips_lookup_but_stores(client: openai.AsyncOpenAI, upst
 async def test_max_age(client: openai.AsyncOpenAI, upstream: TestUpstream) -> None:
     await chat(client, **BODY)
     await asyncio.sleep(1.1)  # the entry is now at least one second old
+    young_enough = await chat(client, headers={"Cache-Control": "max-age=3600"}, **BODY)
+    assert young_enough.cache == HIT
+    assert int(young_enough.headers["age"]) >= 1
+    upstream.revision = "B"  # tells a fresh answer from the stored one
     too_old = await chat(client, headers={"Cache-Control": "max-age=0"}, **BODY)
     assert too_old.cache == MISS
     assert upstream.calls[CHAT] == 2
-    young_enough = await chat(client, headers={"Cache-Control": "max-age=3600"}, **BODY)
-    assert young_enough.cache == HIT
-    assert upstream.calls[CHAT] == 2
+    refreshed = await chat(client, **BODY)
+    assert refreshed.cache == HIT
+    assert refreshed.content == expected_chat(BODY, revision="B")[0], "the max-age miss stores its fresh answer"
 
 
 async def test_temperature_above_the_maximum_bypasses(client: openai.AsyncOpenAI, upstream: TestUpstream) -> None:
@@ -186,3 +191,45 @@ async def test_ttl_expires_entries(sidecar_factory: Any, client_for: Any, upstre
     await asyncio.sleep(1.5)
     assert (await chat(client, **BODY)).cache == MISS
     assert upstream.calls[CHAT] == 2
+
+
+async def test_replayed_stream_is_well_formed_sse(tier_sidecar: Any, client: openai.AsyncOpenAI, http: Any) -> None:
+    await chat(client, **BODY)
+    url = tier_sidecar.api_url.rstrip("/").removesuffix("/v1") + "/v1/chat/completions"
+    async with http.post(url, json={**BODY, "stream": True}) as response:
+        assert response.status == 200
+        assert response.headers["X-LLMCache"] == HIT
+        assert response.content_type == "text/event-stream"
+        raw = (await response.read()).decode()
+    events = [e for e in raw.split("\n\n") if e.strip()]
+    assert all(e.startswith("data: ") for e in events), raw
+    assert events[-1] == "data: [DONE]"
+    payloads = [json.loads(e[len("data: "):]) for e in events[:-1]]
+    assert all(p["object"] == "chat.completion.chunk" for p in payloads)
+    assert "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads if p["choices"]) == expected_chat(BODY)[0]
+    assert not any(p.get("usage") for p in payloads), "no usage chunk unless stream_options.include_usage"
+
+
+async def test_usage_chunk_only_when_asked(client: openai.AsyncOpenAI, upstream: TestUpstream) -> None:
+    body = {**BODY, "messages": user("usage please?")}
+    miss = await chat(client, stream=True, stream_options=None, **body)
+    hit = await chat(client, stream=True, stream_options=None, **body)
+    assert (miss.cache, hit.cache) == (MISS, HIT)
+    assert miss.usage is None and hit.usage is None, "the client did not ask for a usage chunk"
+    as_json = await chat(client, **body)
+    assert as_json.cache == HIT
+    assert as_json.usage is not None and as_json.usage["completion_tokens"] == len(split_tokens(expected_chat(body)[0]))
+
+
+async def test_fleet_counters_in_redis(sidecar: Any, openai_client: openai.AsyncOpenAI, redis_server: Any) -> None:
+    for _ in range(3):
+        await chat(openai_client, **BODY)
+    stats: dict[bytes, bytes] = {}
+    for _ in range(50):  # the sidecar adds its counts in the background, about every second
+        stats = redis_server.client().hgetall("llmcache:default:stats")
+        if int(stats.get(b"requests", 0)) >= 3:
+            break
+        await asyncio.sleep(0.1)
+    assert int(stats[b"requests"]) == 3
+    assert int(stats[b"hitsExact"]) == 2
+    assert int(stats[b"tokensSaved"]) > 0

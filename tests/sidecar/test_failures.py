@@ -119,3 +119,31 @@ async def test_admin_stats_reports_a_degraded_backend(sidecar: Any, openai_clien
         assert response.status == 200
         stats = await response.json()
     assert "redis" in str(stats).lower()
+
+
+async def test_error_event_mid_stream_is_passed_on_and_not_stored(client: openai.AsyncOpenAI, upstream: TestUpstream) -> None:
+    upstream.error_after = 3
+    with pytest.raises(openai.APIError) as caught:  # the client raises on an error event
+        await chat(client, stream=True, **BODY)
+    assert "failed mid-stream" in str(caught.value)
+    upstream.error_after = None
+    assert (await chat(client, **BODY)).cache == MISS
+    assert upstream.calls[CHAT] == 2
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_upstream_timeout_is_an_error_and_not_stored(sidecar_factory: Any, client_for: Any, redis_server: Any,
+                                                           upstream: TestUpstream, stream: bool) -> None:
+    client = client_for(await sidecar_factory(redis_url=redis_server.url, upstream_timeout_seconds=1.0))
+    if stream:
+        upstream.stall_after = 2  # headers and two chunks, then silence
+        text, finish, error = await _drain(client)
+        assert error is not None or finish is None
+    else:
+        upstream.stall = True
+        with pytest.raises(openai.APIStatusError) as caught:
+            await chat(client, **BODY)
+        assert caught.value.status_code == 504
+    upstream.reset()
+    assert (await chat(client, **BODY)).cache == MISS, "a timed-out answer must not be stored"
+    assert (await chat(client, **BODY)).cache == HIT

@@ -54,3 +54,12 @@ async def test_tenant_header_ignored_when_not_configured(client: Any, upstream: 
     await chat(client, headers={"X-LLMCache-Tenant": "alice"}, **BODY)
     assert (await chat(client, headers={"X-LLMCache-Tenant": "bob"}, **BODY)).cache == HIT
     assert upstream.calls[CHAT] == 1
+
+
+async def test_invalid_tenant_id_is_a_400(tenant_client: Any, upstream: TestUpstream) -> None:
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await chat(tenant_client, headers={"X-User": "a:b"}, **BODY)  # ':' would split the key
+    assert caught.value.body["message"]
+    assert upstream.calls[CHAT] == 0
