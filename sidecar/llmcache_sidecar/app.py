@@ -21,6 +21,7 @@ from llmcache_sidecar.proxy import handler
 from llmcache_sidecar.revision import RevisionState
 from llmcache_sidecar.stats import Stats
 from llmcache_sidecar.tiers.exact import make_exact_tier
+from llmcache_sidecar.tiers.semantic import open_semantic_tier
 from llmcache_sidecar.upstream import make_session, pass_through
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,20 @@ async def exact_tier_context(app: web.Application) -> AsyncIterator[None]:
     await tier.close()
 
 
+async def semantic_tier_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[state.SETTINGS]
+    if not settings.semantic_enabled:
+        yield
+        return
+    async with open_semantic_tier(settings) as tier:
+        app[state.SEMANTIC_TIER] = tier
+        yield
+        app[state.SEMANTIC_TIER] = None
+
+
 def api_contexts() -> list[CleanupContext]:
     """What the API app opens, in order (each closes in reverse order)."""
-    return [upstream_context, exact_tier_context]
+    return [upstream_context, exact_tier_context, semantic_tier_context]
 
 
 @web.middleware

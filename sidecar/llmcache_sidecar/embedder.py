@@ -32,7 +32,10 @@ MAX_TOKENS = 256
 
 
 class EmbedderError(RuntimeError):
-    """The embedder cannot produce a vector (model failed to load or to run, or it is closed)."""
+    """The embedder cannot produce a vector (model failed to load or to run, or it is closed);
+    the proxy counts it as ``llmcache_backend_errors_total{backend="embedder"}``."""
+
+    backend = "embedder"
 
 
 def choose_providers(device: Device, available: Sequence[str]) -> list[str]:

@@ -1,0 +1,187 @@
+"""The durable, shared half of the semantic tier: one Milvus collection per cache.
+
+``pymilvus.MilvusClient`` is synchronous, so every call runs on one dedicated worker thread (calls
+are serialised, never on the event loop).  A URI that is a path opens embedded Milvus Lite (one
+process owns the data directory); anything with a scheme (``http://``, ``https://``, ``tcp://``)
+is a Milvus server shared by every sidecar replica.
+
+Collection ``llmcache_<cache>``: primary key ``key`` (the exact-tier key), ``vector``, and the
+scalars ``revision``, ``tenant``, ``scope``, ``created_at``, ``expires_at`` (unix seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .vector_index import IndexEntry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIELDS = ["key", "vector", "revision", "tenant", "scope", "created_at", "expires_at"]
+KEY_MAX = 2048
+SCALAR_MAX = 512
+#: rows per page when reading the collection back (Milvus caps a query at 16,384 rows)
+PAGE_ROWS = 4000
+CALL_TIMEOUT_SECONDS = 10.0
+
+
+class MilvusError(RuntimeError):
+    """Milvus cannot be reached or refused a call; the proxy counts it as ``backend="milvus"``."""
+
+    backend = "milvus"
+
+
+def collection_name(cache_name: str) -> str:
+    """``llmcache_<cache>``, with what Milvus does not allow in a name (``-``, ``.``) made ``_``."""
+    return "llmcache_" + re.sub(r"[^A-Za-z0-9_]", "_", cache_name)
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri
+
+
+def literal(value: str) -> str:
+    """A string literal for a Milvus filter expression (tenant ids come from request headers)."""
+    return json.dumps(value)
+
+
+def filter_for(*, revision: str | None = None, tenant: str | None = None) -> str:
+    parts = []
+    if revision is not None:
+        parts.append(f"revision == {literal(revision)}")
+    if tenant is not None:
+        parts.append(f"tenant == {literal(tenant)}")
+    return " and ".join(parts) or 'key != ""'
+
+
+def row_of(entry: IndexEntry) -> dict[str, Any]:
+    return {"key": entry.key, "vector": entry.vector.tolist(), "revision": entry.revision, "tenant": entry.tenant,
+            "scope": entry.scope, "created_at": entry.created_at, "expires_at": entry.expires_at}
+
+
+def entry_of(row: dict[str, Any]) -> IndexEntry:
+    return IndexEntry(key=row["key"], vector=np.asarray(row["vector"], dtype=np.float32), revision=row["revision"],
+                      tenant=row["tenant"], scope=row["scope"], created_at=float(row["created_at"]),
+                      expires_at=float(row["expires_at"]))
+
+
+class MilvusStore:
+    """Async wrapper of one collection.  Every failure raises :class:`MilvusError`."""
+
+    def __init__(self, uri: str, cache_name: str, dim: int, *, token: str | None = None) -> None:
+        self.uri = uri
+        self.collection = collection_name(cache_name)
+        self.dim = dim
+        self.token = token
+        self._client: Any = None
+        # short calls (writes, deletes, pings) never queue behind a long read of the collection
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcache-milvus")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcache-milvus-read")
+
+    @property
+    def local(self) -> bool:
+        return is_local(self.uri)
+
+    async def _call(self, work: Callable[[], T], *, reading: bool = False) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader if reading else self._executor, work)
+        except MilvusError:
+            raise
+        except Exception as exc:
+            raise MilvusError(f"milvus at {self.uri}: {type(exc).__name__}: {exc}") from exc
+
+    async def connect(self) -> None:
+        """(Re)connect and make sure the collection exists and is loaded."""
+        await self._call(self._connect)
+
+    def _connect(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        if self._client is not None:
+            self._close_client()
+        uri = self.uri
+        if self.local:
+            from milvus_lite.server_manager import server_manager_instance
+
+            uri = server_manager_instance.start_and_get_uri(self.uri)
+            if uri is None:
+                raise MilvusError(f"cannot open Milvus Lite at {self.uri}")
+        client = MilvusClient(uri=uri, token=self.token or "", timeout=CALL_TIMEOUT_SECONDS)
+        if not client.has_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=KEY_MAX)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+            for name in ("revision", "tenant", "scope"):
+                schema.add_field(name, DataType.VARCHAR, max_length=SCALAR_MAX)
+            schema.add_field("created_at", DataType.DOUBLE)
+            schema.add_field("expires_at", DataType.DOUBLE)
+            index = client.prepare_index_params()
+            index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="IP")
+            client.create_collection(self.collection, schema=schema, index_params=index, timeout=CALL_TIMEOUT_SECONDS)
+            log.info("created Milvus collection %s at %s", self.collection, self.uri)
+        else:
+            client.load_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS)
+        self._client = client
+
+    def _require(self) -> Any:
+        if self._client is None:
+            raise MilvusError(f"not connected to milvus at {self.uri}")
+        return self._client
+
+    async def ping(self) -> None:
+        await self._call(lambda: self._require().has_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS))
+
+    async def upsert(self, entry: IndexEntry) -> None:
+        if len(entry.key) > KEY_MAX or max(len(entry.revision), len(entry.tenant), len(entry.scope)) > SCALAR_MAX:
+            raise MilvusError(f"key or tenant too long for the collection ({entry.key[:80]}...)")
+        await self._call(lambda: self._require().upsert(self.collection, [row_of(entry)], timeout=CALL_TIMEOUT_SECONDS))
+
+    async def delete(self, expression: str) -> int:
+        result = await self._call(lambda: self._require().delete(self.collection, filter=expression,
+                                                                  timeout=CALL_TIMEOUT_SECONDS))
+        if isinstance(result, dict):
+            return int(result.get("delete_count", 0))
+        return len(result)
+
+    async def count(self) -> int:
+        rows = await self._call(lambda: self._require().query(self.collection, filter="", output_fields=["count(*)"],
+                                                               timeout=CALL_TIMEOUT_SECONDS))
+        return int(rows[0]["count(*)"])
+
+    async def read(self, expression: str) -> list[IndexEntry]:
+        """Every row matching ``expression`` (paged; it may take seconds on a large Milvus Lite)."""
+        return await self._call(lambda: list(self._pages(expression)), reading=True)
+
+    def _pages(self, expression: str) -> Iterator[IndexEntry]:
+        client = self._require()
+        offset = 0
+        while True:
+            rows = client.query(self.collection, filter=expression, output_fields=FIELDS, limit=PAGE_ROWS,
+                                offset=offset, timeout=CALL_TIMEOUT_SECONDS)
+            yield from (entry_of(row) for row in rows)
+            if len(rows) < PAGE_ROWS:
+                return
+            offset += len(rows)
+
+    def _close_client(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is dropped anyway
+            pass
+        self._client = None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_client)
+        self._executor.shutdown(wait=False)
+        self._reader.shutdown(wait=False)

@@ -1,0 +1,256 @@
+"""The semantic tier: the nearest earlier question of the same scope, if it is similar enough.
+
+Lookups never touch Milvus: the query is embedded (micro-batched, off the loop) and searched in
+the in-process :class:`VectorIndex`, which holds the same entries as the Milvus collection:
+
+- loaded from Milvus when the tier connects (in the background: until the load is done lookups
+  see only what is already there, which costs misses, never wrong answers);
+- written through on every store (Milvus first, so an entry is in the index only if it is durable);
+- with a Milvus *server* (shared by replicas), refreshed every ``refresh_seconds`` with the rows
+  written since the last refresh, and fully reloaded every ``resync_seconds`` so other replicas'
+  deletions disappear too.  Milvus Lite has a single owner, so it needs neither;
+- purged of expired entries (read-time check, plus a periodic delete in both places);
+- purged on ``invalidate``.
+
+While Milvus is unreachable, every call raises :class:`MilvusError` (the proxy passes requests
+through): the index could not be kept in sync, and a store could not be made durable.  The
+background loop reconnects, replays the invalidations it could not apply, and reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from ..config import Settings
+from ..default_model import ModelFilesError, model_files
+from ..embedder import BatchingEmbedder, EmbedderError, OnnxEmbedder
+from .base import CacheRequest, SemanticMatch
+from .milvus_store import MilvusError, MilvusStore, filter_for
+from .vector_index import IndexEntry, VectorIndex
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticOptions:
+    threshold: float
+    ttl_seconds: float
+    #: how often the background loop runs (health check, reconnect)
+    tick_seconds: float = 2.0
+    #: Milvus server only: pick up the rows other replicas wrote
+    refresh_seconds: float = 5.0
+    #: Milvus server only: reload everything (drops what other replicas deleted)
+    resync_seconds: float = 300.0
+    #: clock skew between replicas tolerated by the incremental refresh
+    overlap_seconds: float = 30.0
+    purge_seconds: float = 60.0
+    #: embeddings of recent queries kept, so the store after a miss does not embed again
+    recent_vectors: int = 1024
+
+
+class MilvusSemanticTier:
+    """:class:`~llmcache_sidecar.tiers.base.SemanticTier` on Milvus + an in-process index."""
+
+    def __init__(self, embedder: BatchingEmbedder, store: MilvusStore, options: SemanticOptions,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.embedder = embedder
+        self.milvus = store
+        self.options = options
+        self._clock = clock
+        self._index = VectorIndex(embedder.dim)
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._connected = False
+        #: until the first connection attempt ends, calls are quiet misses (start-up is no outage)
+        self._starting = True
+        self._last_error = "not connected yet"
+        self._pending_deletes: list[str] = []
+        #: changes made while a full reload runs, replayed on the reloaded index before the swap
+        self._journal: list[Callable[[VectorIndex], object]] | None = None
+        self._loaded = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the SemanticTier protocol ---------------------------------------------------------
+
+    async def lookup(self, request: CacheRequest) -> SemanticMatch | None:
+        if request.query is None or self._starting:
+            return None
+        self._require_milvus()
+        vector = await self._vector(request.query)
+        hit = self._index.search(request.revision, request.tenant, request.scope, vector, self._clock())
+        if hit is None or hit.similarity < self.options.threshold:
+            return None
+        return SemanticMatch(key=hit.key, similarity=hit.similarity)
+
+    async def store(self, request: CacheRequest) -> None:
+        if request.query is None or self._starting:
+            return
+        self._require_milvus()
+        vector = await self._vector(request.query)
+        now = self._clock()
+        entry = IndexEntry(key=request.exact_key, vector=vector, revision=request.revision, tenant=request.tenant,
+                           scope=request.scope, created_at=now, expires_at=now + self.options.ttl_seconds)
+        try:
+            await self.milvus.upsert(entry)
+        except MilvusError as exc:
+            self._lost(exc)
+            raise
+        self._change(lambda index: index.add(entry))
+
+    async def invalidate(self, *, revision: str | None = None, tenant: str | None = None) -> int:
+        removed = self._change(lambda index: index.remove_all(index.keys_where(revision=revision, tenant=tenant)))
+        expression = filter_for(revision=revision, tenant=tenant)
+        if not self._connected:
+            self._pending_deletes.append(expression)
+            raise MilvusError(f"milvus unavailable ({self._last_error}); the deletion is applied when it returns")
+        try:
+            deleted = await self.milvus.delete(expression)
+        except MilvusError as exc:
+            self._pending_deletes.append(expression)
+            self._lost(exc)
+            raise
+        return max(deleted, removed)
+
+    async def count(self) -> int:
+        return len(self._index)
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._maintain(), name="llmcache-semantic-sync")
+
+    async def wait_loaded(self) -> None:
+        """Until the first full load from Milvus is done (tests, benchmarks)."""
+        await self._loaded.wait()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.milvus.aclose()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _require_milvus(self) -> None:
+        if not self._connected:
+            raise MilvusError(f"milvus unavailable: {self._last_error}")
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._connected:
+            log.warning("semantic tier: lost milvus at %s (%s); passing through until it returns", self.milvus.uri, exc)
+        self._connected = False
+        self._last_error = str(exc)
+
+    def _change(self, change: Callable[[VectorIndex], T]) -> T:
+        if self._journal is not None:
+            self._journal.append(change)
+        return change(self._index)
+
+    async def _vector(self, query: str) -> np.ndarray:
+        vector = self._recent.get(query)
+        if vector is not None:
+            self._recent.move_to_end(query)
+            return vector
+        vector = await self.embedder.embed(query)
+        self._recent[query] = vector
+        if len(self._recent) > self.options.recent_vectors:
+            self._recent.popitem(last=False)
+        return vector
+
+    async def _maintain(self) -> None:
+        last_refresh = last_resync = last_purge = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                if not self._connected:
+                    await self._reconnect()
+                    last_refresh = last_resync = last_purge = time.monotonic()
+                elif not self.milvus.local and now - last_resync >= self.options.resync_seconds:
+                    await self._reload()
+                    last_refresh = last_resync = now
+                elif not self.milvus.local and now - last_refresh >= self.options.refresh_seconds:
+                    await self._refresh(since=self._clock() - (now - last_refresh) - self.options.overlap_seconds)
+                    last_refresh = now
+                else:
+                    await self.milvus.ping()
+                if self._connected and now - last_purge >= self.options.purge_seconds:
+                    await self._purge_expired()
+                    last_purge = now
+            except MilvusError as exc:
+                self._lost(exc)
+            except Exception:  # noqa: BLE001 - the loop must survive anything and try again
+                log.exception("semantic tier: background sync failed")
+            self._starting = False
+            await asyncio.sleep(self.options.tick_seconds)
+
+    async def _reconnect(self) -> None:
+        await self.milvus.connect()
+        while self._pending_deletes:
+            await self.milvus.delete(self._pending_deletes[0])
+            self._pending_deletes.pop(0)
+        self._connected = True
+        log.info("semantic tier: connected to milvus at %s (collection %s)", self.milvus.uri, self.milvus.collection)
+        await self._reload()
+
+    async def _reload(self) -> None:
+        """Rebuild the index from every live row of the collection, then swap it in."""
+        self._journal = []
+        try:
+            entries = await self.milvus.read(f"expires_at > {self._clock()}")
+            fresh = VectorIndex(self._index.dim)
+            await asyncio.to_thread(fresh.add_all, entries)
+            for change in self._journal:
+                change(fresh)
+            self._index = fresh
+        finally:
+            self._journal = None
+        self._loaded.set()
+        log.info("semantic tier: %d entries loaded from milvus", len(fresh))
+
+    async def _refresh(self, since: float) -> None:
+        entries = await self.milvus.read(f"created_at >= {since}")
+        self._change(lambda index: index.add_all(e for e in entries if e.key not in index))
+
+    async def _purge_expired(self) -> None:
+        now = self._clock()
+        self._change(lambda index: index.remove_all(index.expired_keys(now)))
+        await self.milvus.delete(f"expires_at <= {now}")
+
+
+@asynccontextmanager
+async def open_semantic_tier(settings: Settings) -> AsyncIterator[MilvusSemanticTier | None]:
+    """The tier for ``settings``, open for the duration of the block; ``None`` (logged) if the
+    embedding model cannot be loaded: the sidecar then serves without a semantic tier."""
+    try:
+        embedder = await asyncio.to_thread(OnnxEmbedder, model_files(settings.embedding_model), settings.embedding_device)
+    except (ModelFilesError, EmbedderError) as exc:
+        log.error("semantic tier disabled: %s", exc)
+        yield None
+        return
+    batcher = BatchingEmbedder(embedder)
+    store = MilvusStore(settings.milvus_uri, settings.cache_name, embedder.dim)
+    options = SemanticOptions(threshold=settings.similarity_threshold, ttl_seconds=settings.effective_semantic_ttl)
+    tier = MilvusSemanticTier(batcher, store, options)
+    await tier.start()
+    try:
+        yield tier
+    finally:
+        await tier.aclose()
+        await batcher.aclose()
