@@ -142,8 +142,13 @@ async def stats(request: web.Request) -> web.Response:
     if api[state.SEMANTIC_TIER] is not None:
         backends["semantic"] = api[state.SEMANTIC_HEALTH].report()
     entries = await refresh_entries(api)
-    totals = api[state.STATS].totals
-    hits = totals["hitsExact"] + totals["hitsSemantic"]
+    local = api[state.STATS]
+    fleet = None
+    if api[state.EXACT_HEALTH].available():
+        try:
+            fleet = await exact.read_stats(local.key)
+        except Exception as exc:  # noqa: BLE001
+            api[state.EXACT_HEALTH].failed(exc)
     return _json({
         "cache": settings.cache_name,
         "revision": api[state.REVISION].active,
@@ -152,8 +157,18 @@ async def stats(request: web.Request) -> web.Response:
         "degraded": sorted(name for name, report in backends.items() if not report["healthy"]),
         "backends": backends,
         "entries": entries,
-        "requests": {**totals, "hitRatio": hits / totals["requests"] if totals["requests"] else 0.0},
+        "requests": with_hit_ratio(local.totals),
+        #: every sidecar's counts added up (from the shared Redis hash; None without Redis)
+        "fleet": None if fleet is None else with_hit_ratio(fleet),
     })
+
+
+def with_hit_ratio(counts: dict[str, int]) -> dict[str, float | int]:
+    requests = counts.get("requests", 0)
+    hits = counts.get("hitsExact", 0) + counts.get("hitsSemantic", 0)
+    return {"requests": requests, "hitsExact": counts.get("hitsExact", 0),
+            "hitsSemantic": counts.get("hitsSemantic", 0), "tokensSaved": counts.get("tokensSaved", 0),
+            "hitRatio": hits / requests if requests else 0.0}
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -64,6 +64,9 @@ async def test_counts_reach_the_shared_stats_hash(sidecar_factory: Any, redis_se
         await asyncio.sleep(0.05)
     assert stats["requests"] == 3 and stats["hitsExact"] == 2 and stats.get("hitsSemantic", 0) == 0
     assert stats["tokensSaved"] > 0 and stats["tokensSaved"] % 2 == 0
+    async with http.get(handle.metrics_url + "/admin/stats") as response:
+        fleet = (await response.json())["fleet"]
+    assert fleet["requests"] == 3 and fleet["hitRatio"] == pytest.approx(2 / 3)
 
 
 async def test_streamed_miss_asks_for_usage_but_hides_it_from_a_client_that_did_not(
@@ -149,6 +152,7 @@ async def test_admin_stats_and_invalidate_by_tenant(sidecar_factory: Any, redis_
     assert stats["entries"] == {"exact": 2}
     assert stats["requests"]["requests"] == 4 and stats["requests"]["hitsExact"] == 1
     assert stats["degraded"] == [] and stats["exactTier"] == "redis"
+    assert stats["fleet"] is not None and set(stats["fleet"]) == set(stats["requests"])
 
 
 async def test_pass_through_keeps_methods_status_and_body(sidecar: Any, upstream: TestUpstream,

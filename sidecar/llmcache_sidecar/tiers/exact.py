@@ -63,6 +63,10 @@ class ExactTier(Protocol):
         """Add ``counts`` to the fleet-wide statistics hash ``key`` (no-op without a shared store)."""
         ...
 
+    async def read_stats(self, key: str) -> dict[str, int] | None:
+        """The fleet-wide statistics hash (None without a shared store)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -114,6 +118,9 @@ class RedisExactTier:
                 pipe.hincrby(key, field, amount)
             await pipe.execute()
 
+    async def read_stats(self, key: str) -> dict[str, int] | None:
+        return {field.decode(): int(value) for field, value in (await self.client.hgetall(key)).items()}
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -157,6 +164,9 @@ class MemoryExactTier:
         return sum(1 for key in self._entries if key_matches(key, cache, revision=None, tenant=None))
 
     async def add_stats(self, key: str, counts: dict[str, int]) -> None:
+        return None
+
+    async def read_stats(self, key: str) -> dict[str, int] | None:
         return None
 
     async def close(self) -> None:
