@@ -40,7 +40,9 @@ class SemanticMatch:
 
 class SemanticTier(Protocol):
     """The semantic tier as the proxy uses it.  Every method may raise on backend trouble; the
-    proxy then passes the request through (``X-LLMCache: bypass``) and counts the error."""
+    proxy then passes the request through (``X-LLMCache: bypass``) and counts the error under
+    ``llmcache_backend_errors_total{backend=exc.backend}`` (an exception without a ``backend``
+    attribute counts as ``"milvus"``; the embedder's should say ``"embedder"``)."""
 
     async def lookup(self, request: CacheRequest) -> SemanticMatch | None: ...
 
