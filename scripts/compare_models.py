@@ -32,10 +32,18 @@ def export_fp32(directory: Path) -> ModelFiles:
     from transformers import AutoModel
 
     source = Path(package_file).parent / "model"
-    model = AutoModel.from_pretrained(str(source)).eval()
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = AutoModel.from_pretrained(str(source)).eval()
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
     dummy = torch.ones((1, 8), dtype=torch.int64)
     torch.onnx.export(
-        model, (dummy, dummy, torch.zeros_like(dummy)), str(directory / "model.onnx"),
+        LastHiddenState(), (dummy, dummy, torch.zeros_like(dummy)), str(directory / "model.onnx"),
         input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
         dynamic_axes={n: {0: "batch", 1: "sequence"} for n in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")},
         opset_version=17, dynamo=False,
