@@ -194,7 +194,7 @@ class KeyBuilder:
         body = parse_body(raw, kind)
         tenant = self.tenant(headers)
         control = CacheControl.parse(headers.get("Cache-Control"))
-        stream = body.get("stream") is True
+        stream = kind != "embeddings" and body.get("stream") is True
         options = body.get("stream_options")
         include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
         reason = self.bypass_reason(kind, body)

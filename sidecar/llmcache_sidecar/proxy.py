@@ -85,11 +85,11 @@ async def cacheable(request: web.Request, kind: Kind) -> web.StreamResponse:
 
 
 async def lookup(app: web.Application, parsed: ParsedRequest, cache: CacheRequest) -> Lookup:
-    if parsed.control.no_cache:
-        return Lookup("miss", exact_ok=app[state.EXACT_HEALTH].available())
     health = app[state.EXACT_HEALTH]
     if not health.available():
         return Lookup("bypass", exact_ok=False)
+    if parsed.control.no_cache:
+        return Lookup("miss")
     metrics = app[state.METRICS]
     tier = app[state.EXACT_TIER]
     if app[state.SETTINGS].exact_enabled:
