@@ -213,3 +213,18 @@ async def test_a_stream_that_ends_with_done_but_failed_is_not_stored(
         assert result == second and b"partial" in body
     finally:
         await runner.cleanup()
+
+
+async def test_exact_lookups_off_still_store_answers(sidecar_factory: Any, redis_server: Any,
+                                                     http: aiohttp.ClientSession) -> None:
+    """exact_enabled=False only skips exact lookups: the semantic tier reads answers from there."""
+    handle = await sidecar_factory(redis_url=redis_server.url, exact_enabled=False)
+    assert [(await chat(http, handle))[0] for _ in range(2)] == ["miss", "miss"]
+    assert len(entry_keys(redis_server)) == 1
+
+
+async def test_no_cache_while_redis_is_down_is_a_bypass(sidecar: Any, redis_server: Any,
+                                                        http: aiohttp.ClientSession) -> None:
+    redis_server.stop()
+    assert (await chat(http, sidecar))[0] == "bypass"
+    assert (await chat(http, sidecar, **{"Cache-Control": "no-cache"}))[0] == "bypass"
