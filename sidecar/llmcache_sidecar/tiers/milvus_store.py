@@ -64,6 +64,11 @@ def filter_for(*, revision: str | None = None, tenant: str | None = None) -> str
     return " and ".join(parts) or 'key != ""'
 
 
+def fits(entry: IndexEntry) -> bool:
+    """Whether the entry's strings fit the collection's fields (a tenant id can be anything)."""
+    return len(entry.key) <= KEY_MAX and max(len(entry.revision), len(entry.tenant), len(entry.scope)) <= SCALAR_MAX
+
+
 def row_of(entry: IndexEntry) -> dict[str, Any]:
     return {"key": entry.key, "vector": entry.vector.tolist(), "revision": entry.revision, "tenant": entry.tenant,
             "scope": entry.scope, "created_at": entry.created_at, "expires_at": entry.expires_at}
@@ -141,10 +146,9 @@ class MilvusStore:
     async def ping(self) -> None:
         await self._call(lambda: self._require().has_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS))
 
-    async def upsert(self, entry: IndexEntry) -> None:
-        if len(entry.key) > KEY_MAX or max(len(entry.revision), len(entry.tenant), len(entry.scope)) > SCALAR_MAX:
-            raise MilvusError(f"key or tenant too long for the collection ({entry.key[:80]}...)")
-        await self._call(lambda: self._require().upsert(self.collection, [row_of(entry)], timeout=CALL_TIMEOUT_SECONDS))
+    async def upsert(self, entries: list[IndexEntry]) -> None:
+        rows = [row_of(entry) for entry in entries]
+        await self._call(lambda: self._require().upsert(self.collection, rows, timeout=CALL_TIMEOUT_SECONDS))
 
     async def delete(self, expression: str) -> int:
         result = await self._call(lambda: self._require().delete(self.collection, filter=expression,

@@ -5,7 +5,9 @@ the in-process :class:`VectorIndex`, which holds the same entries as the Milvus 
 
 - loaded from Milvus when the tier connects (in the background: until the load is done lookups
   see only what is already there, which costs misses, never wrong answers);
-- written through on every store (Milvus first, so an entry is in the index only if it is durable);
+- written through on every store: into the index at once, into Milvus by a background writer
+  that batches whatever is waiting (a miss never waits for Milvus); a failed write takes its
+  entries out of the index again, so the index never keeps what Milvus does not have;
 - with a Milvus *server* (shared by replicas), refreshed every ``refresh_seconds`` with the rows
   written since the last refresh, and fully reloaded every ``resync_seconds`` so other replicas'
   deletions disappear too.  Milvus Lite has a single owner, so it needs neither;
@@ -34,7 +36,7 @@ from ..config import Settings
 from ..default_model import ModelFilesError, model_files
 from ..embedder import BatchingEmbedder, EmbedderError, OnnxEmbedder
 from .base import CacheRequest, SemanticMatch
-from .milvus_store import MilvusError, MilvusStore, filter_for
+from .milvus_store import MilvusError, MilvusStore, filter_for, fits
 from .vector_index import IndexEntry, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ class SemanticOptions:
     #: clock skew between replicas tolerated by the incremental refresh
     overlap_seconds: float = 30.0
     purge_seconds: float = 60.0
+    #: stores waiting for the Milvus writer before new stores are refused
+    max_pending_writes: int = 10_000
+    #: rows per Milvus upsert
+    write_batch: int = 256
     #: embeddings of recent queries kept, so the store after a miss does not embed again
     recent_vectors: int = 1024
 
@@ -78,7 +84,8 @@ class MilvusSemanticTier:
         #: changes made while a full reload runs, replayed on the reloaded index before the swap
         self._journal: list[Callable[[VectorIndex], object]] | None = None
         self._loaded = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._writes: asyncio.Queue[IndexEntry] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- the SemanticTier protocol ---------------------------------------------------------
 
@@ -100,14 +107,16 @@ class MilvusSemanticTier:
         now = self._clock()
         entry = IndexEntry(key=request.exact_key, vector=vector, revision=request.revision, tenant=request.tenant,
                            scope=request.scope, created_at=now, expires_at=now + self.options.ttl_seconds)
-        try:
-            await self.milvus.upsert(entry)
-        except MilvusError as exc:
-            self._lost(exc)
-            raise
+        if not fits(entry):
+            raise MilvusError(f"entry too large for the collection: {entry.key[:80]}...")
+        if self._writes.qsize() >= self.options.max_pending_writes:
+            raise MilvusError(f"{self._writes.qsize()} writes to milvus pending; dropping this one")
         self._change(lambda index: index.add(entry))
+        self._writes.put_nowait(entry)
 
     async def invalidate(self, *, revision: str | None = None, tenant: str | None = None) -> int:
+        if self._connected:
+            await self.flush()  # a write still queued must not bring a deleted entry back
         removed = self._change(lambda index: index.remove_all(index.keys_where(revision=revision, tenant=tenant)))
         expression = filter_for(revision=revision, tenant=tenant)
         if not self._connected:
@@ -127,19 +136,27 @@ class MilvusSemanticTier:
     # -- lifetime --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._maintain(), name="llmcache-semantic-sync")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._maintain(), name="llmcache-semantic-sync"),
+                       loop.create_task(self._write_behind(), name="llmcache-semantic-writer")]
 
     async def wait_loaded(self) -> None:
         """Until the first full load from Milvus is done (tests, benchmarks)."""
         await self._loaded.wait()
 
+    async def flush(self) -> None:
+        """Until every store so far has reached Milvus (or failed)."""
+        await self._writes.join()
+
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._connected and self._tasks:
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(self.flush(), timeout=5.0)
+            except asyncio.TimeoutError:
+                log.warning("semantic tier: %d writes to milvus lost at shutdown", self._writes.qsize())
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.milvus.aclose()
 
     @property
@@ -199,6 +216,23 @@ class MilvusSemanticTier:
                 log.exception("semantic tier: background sync failed")
             self._starting = False
             await asyncio.sleep(self.options.tick_seconds)
+
+    async def _write_behind(self) -> None:
+        while True:
+            batch = [await self._writes.get()]
+            while len(batch) < self.options.write_batch and not self._writes.empty():
+                batch.append(self._writes.get_nowait())
+            try:
+                await self.milvus.upsert(batch)
+            except MilvusError as exc:
+                self._lost(exc)
+                self._change(lambda index: index.remove_all(e.key for e in batch))
+            except Exception:  # noqa: BLE001 - the writer must survive anything
+                log.exception("semantic tier: writing to milvus failed")
+                self._change(lambda index: index.remove_all(e.key for e in batch))
+            finally:
+                for _ in batch:
+                    self._writes.task_done()
 
     async def _reconnect(self) -> None:
         await self.milvus.connect()
