@@ -65,7 +65,8 @@ def _invalidation_target(body: Any) -> dict[str, str | None]:
             raise ValueError('"all" must be true')
         return {"revision": None, "tenant": None}
     if name == "revision":
-        if not isinstance(value, str) or not value or len(value) > 128 or ":" in value or any(c.isspace() for c in value):
+        if (not isinstance(value, str) or not value or len(value) > 128 or ":" in value
+                or any(c.isspace() for c in value)):
             raise ValueError('"revision" must be a non-empty string without ":" or whitespace')
         return {"revision": value, "tenant": None}
     if not isinstance(value, str) or (value and not TENANT_PATTERN.match(value)):

@@ -27,6 +27,5 @@ def error_response(status: int, message: str, kind: str, *, param: str | None = 
                         content_type="application/json", headers=headers)
 
 
-def invalid_request_response(exc: InvalidRequest, headers: dict[str, str] | None = None) -> web.Response:
-    return error_response(exc.status, exc.message, "invalid_request_error", param=exc.param, code=exc.code,
-                          headers=headers)
+def invalid_request_response(exc: InvalidRequest) -> web.Response:
+    return error_response(exc.status, exc.message, "invalid_request_error", param=exc.param, code=exc.code)

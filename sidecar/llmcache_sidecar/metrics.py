@@ -25,10 +25,11 @@ class Metrics:
                                           buckets=_SLOW_BUCKETS, registry=r)
         self.embedding_seconds = Histogram("llmcache_embedding_seconds", "Time to embed one query",
                                            buckets=_FAST_BUCKETS, registry=r)
-        self.tokens_saved_total = Counter("llmcache_tokens_saved", "Tokens answered from the cache (usage.total_tokens of hits)",
-                                          registry=r)
+        self.tokens_saved_total = Counter("llmcache_tokens_saved",
+                                          "Tokens answered from the cache (usage.total_tokens of hits)", registry=r)
         self.entries = Gauge("llmcache_entries", "Entries in a cache tier (refreshed on scrape)", ["tier"], registry=r)
-        self.invalidated_total = Counter("llmcache_invalidated", "Entries deleted by invalidations", ["tier"], registry=r)
+        self.invalidated_total = Counter("llmcache_invalidated", "Entries deleted by invalidations", ["tier"],
+                                         registry=r)
         self.backend_errors_total = Counter("llmcache_backend_errors", "Failed cache backend calls", ["backend"],
                                             registry=r)
         # children looked up once: the hot path only increments

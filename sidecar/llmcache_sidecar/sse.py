@@ -132,7 +132,7 @@ def replay(kind: str, answer: dict[str, Any], include_usage: bool) -> bytes:
     """The stream a client would have received for ``answer``, ending with ``[DONE]``."""
     head = {name: value for name, value in answer.items() if name not in ("choices", "usage", "object")}
     head["object"] = "chat.completion.chunk" if kind == "chat" else "text_completion"
-    pieces = []
+    pieces: list[bytes] = []
     for choice in answer.get("choices") or ():
         chunks = _chat_choice_chunks(choice) if kind == "chat" else _completion_choice_chunks(choice)
         pieces.extend(encode_event({**head, "choices": [part]}) for part in chunks)
@@ -148,8 +148,8 @@ def _chat_choice_chunks(choice: dict[str, Any]) -> Iterator[dict[str, Any]]:
     content = message.get("content")
     extra = {name: value for name, value in choice.items()
              if name not in ("index", "message", "finish_reason", "logprobs") and value is not None}
-    yield {"index": index, "delta": {"role": message.get("role", "assistant"), "content": "" if isinstance(content, str) else None},
-           "logprobs": None, "finish_reason": None}
+    first = {"role": message.get("role", "assistant"), "content": "" if isinstance(content, str) else None}
+    yield {"index": index, "delta": first, "logprobs": None, "finish_reason": None}
     if content:
         yield {"index": index, "delta": {"content": content}, "logprobs": choice.get("logprobs"), "finish_reason": None}
     elif choice.get("logprobs") is not None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis.exceptions
 
 from llmcache_sidecar.config import Settings
 from llmcache_sidecar.tiers.exact import ExactTier, MemoryExactTier, RedisExactTier, make_exact_tier, stats_key
@@ -105,7 +106,7 @@ async def test_redis_down_raises_quickly_and_recovers(redis_server: Any) -> None
     try:
         await tier.set(k(), b"x", 60)
         redis_server.stop()
-        with pytest.raises(Exception):
+        with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             await tier.get(k())
         redis_server.start()
         await tier.set(k(), b"back", 60)

@@ -152,7 +152,8 @@ def test_semantic_scope_and_query() -> None:
 
 
 def test_semantic_query_of_text_parts_prompts_and_images() -> None:
-    parts = {**BASE, "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}
+    texts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    parts = {**BASE, "messages": [{"role": "user", "content": texts}]}
     assert (parse(parts).cache or pytest.fail()).query == "a\nb"
     image = {**BASE, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}
     assert (parse(image).cache or pytest.fail()).query is None

@@ -80,14 +80,16 @@ class RedisExactTier:
     def from_settings(cls, settings: Settings) -> RedisExactTier:
         assert settings.redis_url is not None
         timeout = settings.backend_timeout_seconds
-        extra = {"password": settings.redis_password} if settings.redis_password else {}
         client = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0, **extra)
+            retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=False,
+            # a password in the URL counts unless the Secret gives one
+            **({"password": settings.redis_password} if settings.redis_password else {}))  # type: ignore[arg-type]
         return cls(client)
 
     async def get(self, key: str) -> bytes | None:
-        return await self.client.get(key)
+        value: bytes | None = await self.client.get(key)  # type: ignore[assignment]  # decode_responses=False
+        return value
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         await self.client.set(key, value, ex=ttl)
@@ -119,7 +121,8 @@ class RedisExactTier:
             await pipe.execute()
 
     async def read_stats(self, key: str) -> dict[str, int] | None:
-        return {field.decode(): int(value) for field, value in (await self.client.hgetall(key)).items()}
+        raw: dict[bytes, bytes] = await self.client.hgetall(key)  # type: ignore[assignment,misc]
+        return {field.decode(): int(value) for field, value in raw.items()}
 
     async def close(self) -> None:
         await self.client.aclose()
