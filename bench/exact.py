@@ -7,7 +7,9 @@ console script as separate processes on loopback, then sends the same chat reque
 - to the sidecar, where it is an exact hit (stored once before measuring),
 - to the sidecar with a new question each time (a miss: pass-through plus write-back),
 
-at concurrency 1 (latency) and at a higher concurrency (throughput), JSON and streamed.  With
+at concurrency 1 (latency) and at a higher concurrency (throughput), JSON and streamed.  All rows
+run in several interleaved rounds and the table shows each row's median round, so a burst of
+load from elsewhere on the machine does not decide a comparison.  With
 ``--pin`` (default when there are at least 2 CPUs) the server under test runs on CPU 1 and the
 load generator and redis-server on CPU 0, so the load generator never shares the sidecar's core.
 
@@ -85,13 +87,14 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}){memory}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def table(results: list[LoadResult]) -> str:
-    lines = ["| path | concurrency | requests | p50 ms | p99 ms | req/s | errors | X-LLMCache |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for r in results:
+def table(rows: list[Row]) -> str:
+    lines = ["| path | concurrency | requests | p50 ms | p99 ms | req/s | best round req/s | errors | X-LLMCache |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        r = row.median
         caches = ", ".join(f"{k or '-'}: {v}" for k, v in sorted(r.cache_results.items(), key=lambda kv: str(kv[0])))
         lines.append(f"| {r.label} | {r.concurrency} | {len(r.latencies)} | {r.percentile(50) * 1000:.2f} | "
-                     f"{r.percentile(99) * 1000:.2f} | {r.throughput:.0f} | {r.errors} | {caches} |")
+                     f"{r.percentile(99) * 1000:.2f} | {r.throughput:.0f} | {row.best.throughput:.0f} | {r.errors} | {caches} |")
     return "\n".join(lines)
 
 
@@ -102,35 +105,56 @@ def _post(url: str, body: dict[str, Any]) -> str | None:
         return response.headers.get("X-LLMCache")
 
 
-async def measure(upstream_url: str, sidecar_url: str, args: argparse.Namespace) -> list[LoadResult]:
+async def measure(upstream_url: str, sidecar_url: str, args: argparse.Namespace) -> list[Row]:
     # store the repeated question once (JSON and stream share the entry), and check it is a hit
     first = await asyncio.to_thread(_post, sidecar_url, chat_body(0, stream=False, unique=False))
     again = await asyncio.to_thread(_post, sidecar_url, chat_body(0, stream=False, unique=False))
     if (first, again) != ("miss", "hit-exact"):
         raise RuntimeError(f"the sidecar did not cache the benchmark request: X-LLMCache {first!r} then {again!r}")
-    results = []
-    for number, scenario in enumerate(scenarios(args.concurrency)):
-        url = upstream_url if scenario.target == "upstream" else sidecar_url
-        offset = number * 10_000_000  # unique questions never repeat across rows
+    rows = scenarios(args.concurrency)
+    rounds: list[list[LoadResult]] = [[] for _ in rows]
+    for round_number in range(args.rounds):  # interleaved: a burst of noise hits one round of each row
+        for number, scenario in enumerate(rows):
+            url = upstream_url if scenario.target == "upstream" else sidecar_url
+            offset = (round_number * len(rows) + number) * 10_000_000  # unique questions never repeat
 
-        def body_for(i: int, s: Scenario = scenario, offset: int = offset) -> dict[str, Any]:
-            return chat_body(offset + i, stream=s.stream, unique=s.unique)
+            def body_for(i: int, s: Scenario = scenario, offset: int = offset) -> dict[str, Any]:
+                return chat_body(offset + i, stream=s.stream, unique=s.unique)
 
-        await run_load(scenario.label, url, body_for, concurrency=scenario.concurrency,
-                       requests=min(args.warmup, args.requests), duration=args.duration)  # warm-up, discarded
-        result = await run_load(scenario.label, url, lambda i, f=body_for: f(i + 5_000_000), concurrency=scenario.concurrency,
-                                requests=args.requests, duration=args.duration)
-        print(f"  {scenario.label:<40} c={scenario.concurrency:<3} p50 {result.percentile(50) * 1000:7.2f} ms  "
-              f"p99 {result.percentile(99) * 1000:7.2f} ms  {result.throughput:7.0f} req/s", file=sys.stderr)
-        results.append(result)
-    return results
+            await run_load(scenario.label, url, body_for, concurrency=scenario.concurrency,
+                           requests=args.warmup, duration=args.duration)  # warm-up, discarded
+            result = await run_load(scenario.label, url, lambda i, f=body_for: f(i + 5_000_000),
+                                    concurrency=scenario.concurrency, requests=args.requests, duration=args.duration)
+            print(f"  round {round_number + 1} {scenario.label:<38} c={scenario.concurrency:<3} "
+                  f"p50 {result.percentile(50) * 1000:7.2f} ms  p99 {result.percentile(99) * 1000:7.2f} ms  "
+                  f"{result.throughput:7.0f} req/s", file=sys.stderr)
+            rounds[number].append(result)
+    return [Row(results) for results in rounds]
+
+
+@dataclass(frozen=True)
+class Row:
+    """All rounds of one scenario."""
+
+    rounds: list[LoadResult]
+
+    @property
+    def median(self) -> LoadResult:
+        """The round with the median throughput (the table shows one real round, not a blend)."""
+        return sorted(self.rounds, key=lambda r: r.throughput)[len(self.rounds) // 2]
+
+    @property
+    def best(self) -> LoadResult:
+        return max(self.rounds, key=lambda r: r.throughput)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.exact", description="Exact-tier hit latency and throughput vs. the upstream alone.")
-    parser.add_argument("--requests", type=int, default=3000, help="requests per row (default 3000)")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds at most per row (default 15)")
-    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per row, not measured (default 200)")
+    parser.add_argument("--requests", type=int, default=2000, help="measured requests per row and round (default 2000)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds at most per row and round (default 10)")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per row and round, not measured (default 200)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of all rows, interleaved; the table shows each row's median round (default 3)")
     parser.add_argument("--concurrency", type=int, default=32, help="the high concurrency (default 32; rows at 1 too)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
                         help="pin the server under test to CPU 1, the rest to CPU 0 (default: on with >= 2 CPUs)")
@@ -138,7 +162,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> list[LoadResult]:
+def run(args: argparse.Namespace) -> list[Row]:
     server_cpu, client_cpu = (1, 0) if args.pin else (None, None)
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
@@ -160,13 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python -m bench.exact " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"machine: {machine()}\ncommand: {command.strip()}\npinned: {args.pin}", file=sys.stderr)
+    print(f"load average before: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     results = run(args)
+    print(f"load average after: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps([{"label": r.label, "concurrency": r.concurrency, "requests": len(r.latencies),
                                           "p50_ms": r.percentile(50) * 1000, "p99_ms": r.percentile(99) * 1000,
-                                          "throughput": r.throughput, "errors": r.errors,
-                                          "x_llmcache": {str(k): v for k, v in r.cache_results.items()}} for r in results], indent=2))
+                                          "throughput": r.throughput, "best_throughput": row.best.throughput,
+                                          "errors": r.errors, "x_llmcache": {str(k): v for k, v in r.cache_results.items()}}
+                                         for row in results for r in [row.median]], indent=2))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Shared fixtures: a real redis-server, the test upstream, the sidecar, the official openai client.
 
 - ``redis_server``: one real ``redis-server`` per session on a free loopback port, flushed before
-  every test; ``stop()`` / ``start()`` (same port) for outage tests.  Skipped when the binary is
+  every test; ``stop()`` / ``start()`` (same port) and ``pause()`` / ``resume()`` for outage tests.  Skipped when the binary is
   missing (``apt-get install -y redis-server``).
 - ``upstream``: a fresh :class:`tests.upstream.TestUpstream` per test.
 - ``sidecar_factory``: ``await sidecar_factory(**settings)`` runs one more sidecar (in this event
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -94,6 +95,16 @@ class RedisServer:
             self.process.wait(10)
             self.process = None
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers, as when
+        Redis hangs; :meth:`resume` lets it go on."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def client(self) -> Any:
         """A synchronous ``redis.Redis`` to look into the server from a test."""
         import redis
@@ -124,7 +135,8 @@ def redis_server(_redis_process: RedisServer) -> Iterator[RedisServer]:
     _redis_process.start()
     _redis_process.flush()
     yield _redis_process
-    _redis_process.start()  # a test that stopped it leaves it running for the next one
+    _redis_process.resume()  # a test that paused or stopped it leaves it running for the next one
+    _redis_process.start()
 
 
 @pytest.fixture

@@ -79,6 +79,17 @@ async def test_unreachable_upstream_gives_an_openai_error(sidecar_factory: Any, 
     assert not [k for k in redis_server.keys() if ":e:" in k]
 
 
+async def _until_hit(client: openai.AsyncOpenAI, attempts: int = 50) -> list[str | None]:
+    """Call BODY until it is a hit again (the tier recovers by itself); the results seen."""
+    results = []
+    for _ in range(attempts):
+        results.append((await chat(client, **BODY)).cache)
+        if results[-1] == HIT:
+            return results
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no hit after Redis came back: {results}")
+
+
 async def _metrics(http: aiohttp.ClientSession, handle: Any) -> str:
     async with http.get(base(handle.metrics_url, "/metrics") + "/metrics") as response:
         assert response.status == 200
@@ -101,13 +112,7 @@ async def test_redis_outage_passes_through_and_recovers(sidecar: Any, openai_cli
         assert response.status == 200, "pass-through works, so the sidecar stays ready"
 
     redis_server.start()  # same port, empty (no persistence): hits must resume without a restart
-    results = []
-    for _ in range(50):
-        results.append((await chat(openai_client, **BODY)).cache)
-        if results[-1] == HIT:
-            break
-        await asyncio.sleep(0.2)
-    assert results[-1] == HIT, f"no hit after Redis came back: {results}"
+    results = await _until_hit(openai_client)
     assert MISS in results, "the first call after the restart stores the answer again"
 
 
@@ -147,3 +152,34 @@ async def test_upstream_timeout_is_an_error_and_not_stored(sidecar_factory: Any,
     upstream.reset()
     assert (await chat(client, **BODY)).cache == MISS, "a timed-out answer must not be stored"
     assert (await chat(client, **BODY)).cache == HIT
+
+
+async def test_hung_redis_passes_through(sidecar_factory: Any, client_for: Any, redis_server: Any,
+                                         upstream: TestUpstream, http: aiohttp.ClientSession) -> None:
+    """A frozen Redis (connections open, no answers) costs a backend timeout, never the call."""
+    handle = await sidecar_factory(redis_url=redis_server.url, backend_timeout_seconds=0.2)
+    client = client_for(handle, timeout=20.0)
+    await chat(client, **BODY)
+    redis_server.pause()
+    try:
+        during = [await chat(client, stream=stream, **BODY) for stream in (False, True)]
+    finally:
+        redis_server.resume()
+    assert [a.cache for a in during] == [BYPASS, BYPASS]
+    assert all(a.content == expected_chat(BODY)[0] for a in during)
+    assert metric_value(await _metrics(http, handle), "llmcache_backend_errors_total", backend="redis") >= 1
+    await _until_hit(client)
+
+
+async def test_redis_dies_while_a_miss_streams(sidecar: Any, openai_client: openai.AsyncOpenAI,
+                                               upstream: TestUpstream, redis_server: Any) -> None:
+    """The lookup worked, the store cannot: the client still gets the whole stream."""
+    upstream.stall_after = 2
+    raw = await openai_client.chat.completions.with_raw_response.create(stream=True, **BODY)
+    assert raw.headers["x-llmcache"] == MISS
+    redis_server.stop()
+    upstream.release()
+    text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+    assert text == expected_chat(BODY)[0]
+    after = await chat(openai_client, **BODY)
+    assert after.cache == BYPASS and after.content == expected_chat(BODY)[0]
