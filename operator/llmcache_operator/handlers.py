@@ -1,0 +1,162 @@
+"""kopf handlers: thin, typed, delegating to the pure builders and to :mod:`apply`.
+
+- create / update / resume: validate everything, plan, write, publish status.
+- child events (the Deployments and StatefulSets this operator labelled): refresh the owner's
+  status, so readiness is reported as soon as a workload changes.
+- a timer: copy the shared Redis counters into ``status.stats``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from . import apply, names
+from . import status as cache_status
+from .children import cache_context, desired_state
+from .context import CacheContext
+from .kube import DEPLOYMENTS, LLMCACHES, SECRETS, STATEFULSETS, KubeApi, KubeError
+from .runtime import Runtime
+from .spec import SpecError
+from .stats import read_stats
+
+RETRY_DELAY_SECONDS = 10
+
+
+async def login(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
+    """In-cluster service account first, then ``KUBECONFIG`` / ``~/.kube/config``."""
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service account token and no kubeconfig (set KUBECONFIG)")
+    await memo.api.login(info)
+    return info
+
+
+async def close_api(memo: Runtime, **_: Any) -> None:
+    await memo.api.close()
+
+
+async def reconcile(
+    body: kopf.Body, name: str, namespace: str, meta: kopf.Meta, memo: Runtime, logger: logging.Logger, **_: Any,
+) -> None:
+    api = memo.api
+    try:
+        ctx = cache_context(name, namespace, body.get("spec", {}), memo.config)
+        revision = ctx.spec.model.revision
+        desired = desired_state(ctx, active_revision=revision, serving_revisions=frozenset({revision}))
+        kopf.adopt(desired.manifests, owner=body)
+        writes = await apply.plan(api, ctx, desired, owner=body)
+    except SpecError as exc:
+        kopf.warn(body, reason="InvalidSpec", message=f"{exc}")
+        logger.error(f"invalid spec, nothing changed: {exc}")
+        await publish_status(api, body, failed=str(exc), observed_generation=meta.get("generation"))
+        return
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"reading the children failed: {exc}", delay=RETRY_DELAY_SECONDS) from exc
+    try:
+        await apply.execute(api, namespace, writes)
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"writing the children failed: {exc}", delay=RETRY_DELAY_SECONDS) from exc
+    for write in writes:
+        logger.info(f"{write.verb} {write.resource.kind} {write.name}")
+    await publish_status(api, body, ctx=ctx, active_revision=revision, observed_generation=meta.get("generation"))
+
+
+async def child_changed(labels: Mapping[str, str], namespace: str, memo: Runtime, **_: Any) -> None:
+    cache = labels.get(names.CACHE_LABEL)
+    if not cache:
+        return
+    body = await memo.api.get(LLMCACHES, namespace, cache)
+    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    try:
+        ctx = cache_context(cache, namespace, body.get("spec", {}), memo.config)
+    except SpecError as exc:
+        await publish_status(memo.api, body, failed=str(exc))
+        return
+    active = (body.get("status") or {}).get("activeRevision") or ctx.spec.model.revision
+    await publish_status(memo.api, body, ctx=ctx, active_revision=active)
+
+
+async def publish_status(
+    api: KubeApi,
+    body: Mapping[str, Any],
+    *,
+    ctx: CacheContext | None = None,
+    active_revision: str = "",
+    failed: str | None = None,
+    observed_generation: int | None = None,
+) -> None:
+    """Compute the status from the children and patch only what changed (nothing if nothing did)."""
+    previous = dict(body.get("status") or {})
+    now = cache_status.now_rfc3339()
+    if ctx is None:
+        new = cache_status.failed_status(previous, failed or "invalid spec", observed_generation, now)
+    else:
+        components = await observe(api, ctx, active_revision)
+        new = cache_status.healthy_status(previous, ctx, components, active_revision, observed_generation, now)
+    patch = apply.merge_diff(cache_status.owned(previous), cache_status.owned(new))
+    if patch:
+        metadata = body.get("metadata", {})
+        await api.patch(LLMCACHES, metadata["namespace"], metadata["name"], {"status": patch}, subresource="status")
+
+
+async def observe(api: KubeApi, ctx: CacheContext, active_revision: str) -> dict[str, cache_status.ComponentState]:
+    """The readiness of each component, read from the live workloads."""
+    async def workload(res: Any, name: str) -> cache_status.ComponentState:
+        return cache_status.workload_state(res.kind, name, await api.get(res, ctx.namespace, name))
+
+    spec = ctx.spec
+    return {
+        "RedisReady": cache_status.EXTERNAL if spec.redis.mode == "external"
+        else await workload(STATEFULSETS, names.redis_name(ctx.name)),
+        "MilvusReady": cache_status.EXTERNAL if spec.milvus.mode == "external"
+        else await workload(STATEFULSETS, names.milvus_name(ctx.name)),
+        "VLLMReady": cache_status.EXTERNAL if spec.vllm.is_external
+        else await workload(DEPLOYMENTS, names.vllm_deployment_name(ctx.name, active_revision)),
+    }
+
+
+async def refresh_stats(
+    name: str, namespace: str, spec: kopf.Spec, status: kopf.Status, patch: kopf.Patch,
+    memo: Runtime, logger: logging.Logger, **_: Any,
+) -> None:
+    """Best effort: an unreachable Redis leaves the previous numbers (and never fails)."""
+    try:
+        ctx = cache_context(name, namespace, spec, memo.config)
+    except SpecError:
+        return
+    password = None
+    if ctx.spec.redis.mode == "managed":
+        try:
+            password = await _redis_password(memo.api, ctx)
+        except KubeError as exc:
+            logger.debug(f"stats not refreshed: {exc}")
+            return
+    stats = await read_stats(ctx.redis_url, password, names.stats_key(name), logger)
+    if stats is not None and stats != status.get("stats"):
+        patch.status["stats"] = stats
+
+
+async def _redis_password(api: KubeApi, ctx: CacheContext) -> str | None:
+    secret = await api.get(SECRETS, ctx.namespace, names.redis_secret_name(ctx.name))
+    encoded = ((secret or {}).get("data") or {}).get("password")
+    return base64.b64decode(encoded).decode() if encoded else None
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
+    """Add this module's handlers to ``registry`` (see ``__main__.HANDLER_MODULES``)."""
+    resource = (names.GROUP, names.VERSION, names.PLURAL)
+    kopf.on.login(registry=registry)(login)
+    kopf.on.cleanup(registry=registry)(close_api)
+    kopf.on.create(*resource, registry=registry)(reconcile)
+    kopf.on.update(*resource, registry=registry)(reconcile)
+    kopf.on.resume(*resource, registry=registry)(reconcile)
+    children = {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.CACHE_LABEL: kopf.PRESENT}
+    for plural in ("deployments", "statefulsets"):
+        kopf.on.event("apps", "v1", plural, labels=children, registry=registry)(child_changed)
+    kopf.timer(*resource, interval=runtime.config.stats_interval_seconds, registry=registry)(refresh_stats)

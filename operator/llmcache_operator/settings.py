@@ -1,0 +1,48 @@
+"""Operator-wide settings read from the environment (a cluster admin sets them once, in the chart).
+
+Every LLMCache may override the images in its own spec; these are the defaults when it does not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_SIDECAR_IMAGE = "ghcr.io/llmcache/llmcache-sidecar:0.1.0"
+DEFAULT_REDIS_IMAGE = "redis:7.2.5-alpine"
+DEFAULT_MILVUS_IMAGE = "milvusdb/milvus:v2.4.15"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.6.3"
+DEFAULT_STATS_INTERVAL_SECONDS = 60.0
+
+
+class SettingsError(ValueError):
+    """An operator setting from the environment is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    sidecar_image: str = DEFAULT_SIDECAR_IMAGE
+    redis_image: str = DEFAULT_REDIS_IMAGE
+    milvus_image: str = DEFAULT_MILVUS_IMAGE
+    vllm_image: str = DEFAULT_VLLM_IMAGE
+    #: How often ``status.stats`` is refreshed from the shared Redis counters.
+    stats_interval_seconds: float = DEFAULT_STATS_INTERVAL_SECONDS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if environ is None else environ
+        interval_raw = env.get("LLMCACHE_STATS_INTERVAL_SECONDS") or str(DEFAULT_STATS_INTERVAL_SECONDS)
+        try:
+            interval = float(interval_raw)
+        except ValueError:
+            raise SettingsError(f"LLMCACHE_STATS_INTERVAL_SECONDS={interval_raw!r} is not a number") from None
+        if interval <= 0:
+            raise SettingsError(f"LLMCACHE_STATS_INTERVAL_SECONDS={interval_raw!r} must be > 0")
+        return cls(
+            sidecar_image=env.get("LLMCACHE_SIDECAR_IMAGE") or DEFAULT_SIDECAR_IMAGE,
+            redis_image=env.get("LLMCACHE_REDIS_IMAGE") or DEFAULT_REDIS_IMAGE,
+            milvus_image=env.get("LLMCACHE_MILVUS_IMAGE") or DEFAULT_MILVUS_IMAGE,
+            vllm_image=env.get("LLMCACHE_VLLM_IMAGE") or DEFAULT_VLLM_IMAGE,
+            stats_interval_seconds=interval,
+        )
