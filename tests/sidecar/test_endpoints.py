@@ -175,17 +175,27 @@ async def test_admin_with_a_token(sidecar_factory: Any, client_for: Any, redis_s
     await _stored_then_hit(client, BODY, {"X-User": "bob"})
     async with http.get(admin(handle, "/admin/stats"), headers=good) as response:
         assert response.status == 200
-        assert isinstance(await response.json(), dict)
+        stats = await response.json()
+    assert stats["requests"]["requests"] == 4 and stats["requests"]["hitsExact"] == 2
+    assert stats["requests"]["hitRatio"] == 0.5
+    assert stats["entries"]["exact"] == 2
 
     async with http.post(admin(handle, "/admin/invalidate"), json={"tenant": "alice"}, headers=good) as response:
         assert response.status == 200
+        assert (await response.json())["exactEntries"] == 1
+    assert len([k for k in redis_server.keys() if ":e:" in k]) == 1
     assert (await chat(client, headers={"X-User": "alice"}, **BODY)).cache == MISS
     assert (await chat(client, headers={"X-User": "bob"}, **BODY)).cache == HIT
 
     async with http.post(admin(handle, "/admin/invalidate"), json={"all": True}, headers=good) as response:
         assert response.status == 200
+        assert (await response.json())["exactEntries"] == 2
+    assert not [k for k in redis_server.keys() if ":e:" in k]
     assert (await chat(client, headers={"X-User": "bob"}, **BODY)).cache == MISS
-    assert not [k for k in redis_server.keys() if ":e:" in k and ":bob:" not in k and ":alice:" not in k]
+    async with http.get(admin(handle, "/metrics")) as response:
+        text = await response.text()
+    assert metric_value(text, "llmcache_invalidated_total", tier="exact") == 3
+    assert metric_value(text, "llmcache_entries", tier="exact") == 1
 
 
 @pytest.mark.parametrize("tier", ["redis", "memory"])
@@ -210,3 +220,33 @@ async def test_admin_invalidate_rejects_bad_bodies(sidecar: Any, http: aiohttp.C
         assert response.status == 400
         assert (await response.json())["error"]["message"]
 
+
+
+def _non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback (None if it has none)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("10.255.255.254", 9))  # no packet is sent: this only picks the outgoing address
+            address = sock.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+async def test_admin_without_a_token_answers_loopback_only(sidecar_factory: Any, http: aiohttp.ClientSession) -> None:
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address to call from")
+    handle = await sidecar_factory(metrics_listen="0.0.0.0:0")
+    port = handle.metrics_url.rsplit(":", 1)[1]
+    async with http.get(f"http://127.0.0.1:{port}/admin/stats") as response:
+        assert response.status == 200
+    async with http.get(f"http://{address}:{port}/admin/stats") as response:
+        assert response.status == 403
+        assert (await response.json())["error"]["message"]
+    async with http.post(f"http://{address}:{port}/admin/invalidate", json={"all": True}) as response:
+        assert response.status == 403
+    async with http.get(f"http://{address}:{port}/metrics") as response:
+        assert response.status == 200, "metrics stay open to scrapers"

@@ -118,12 +118,19 @@ async def test_redis_outage_passes_through_and_recovers(sidecar: Any, openai_cli
 
 async def test_admin_stats_reports_a_degraded_backend(sidecar: Any, openai_client: openai.AsyncOpenAI,
                                                       redis_server: Any, http: aiohttp.ClientSession) -> None:
+    stats_url = base(sidecar.metrics_url, "/metrics") + "/admin/stats"
     redis_server.stop()
-    await chat(openai_client, **BODY)
-    async with http.get(base(sidecar.metrics_url, "/metrics") + "/admin/stats") as response:
+    assert (await chat(openai_client, **BODY)).cache == BYPASS
+    async with http.get(stats_url) as response:
         assert response.status == 200
         stats = await response.json()
-    assert "redis" in str(stats).lower()
+    assert stats["degraded"] == ["redis"]
+    assert stats["backends"]["redis"]["healthy"] is False and stats["backends"]["redis"]["errors"] >= 1
+    redis_server.start()
+    await _until_hit(openai_client)
+    async with http.get(stats_url) as response:
+        stats = await response.json()
+    assert stats["degraded"] == [] and stats["backends"]["redis"]["healthy"] is True
 
 
 async def test_error_event_mid_stream_is_passed_on_and_not_stored(client: openai.AsyncOpenAI, upstream: TestUpstream) -> None:
