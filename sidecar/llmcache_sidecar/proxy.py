@@ -183,11 +183,12 @@ def record(app: web.Application, result: str, tokens_saved: int = 0) -> None:
     app[state.STATS].record(result, tokens_saved)
 
 
-def upstream_body(parsed: ParsedRequest, raw: bytes, store: bool) -> bytes:
-    """The body sent upstream: the client's bytes, except that a stream that will be stored asks
-    for the usage chunk (the entry's token count); the client does not see it unless it asked."""
+def with_usage_chunk(parsed: ParsedRequest, raw: bytes, store: bool) -> bytes | None:
+    """The body to send upstream instead of the client's when a stream that will be stored should
+    bring its usage chunk (the entry's token count; hidden from a client that did not ask for it);
+    None to send the client's bytes."""
     if not (store and parsed.stream and not parsed.include_usage):
-        return raw
+        return None
     options = parsed.body.get("stream_options")
     options = dict(options) if isinstance(options, dict) else {}
     options["include_usage"] = True
@@ -204,24 +205,34 @@ async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, resul
     headers = {HEADER: result}
     forwarded_headers = request_headers(request.headers, decoded=True)
     forwarded_headers.setdefault("Content-Type", "application/json")
+    amended = with_usage_chunk(parsed, raw, store)
     try:
-        async with session.post(url, data=upstream_body(parsed, raw, store), headers=forwarded_headers) as upstream:
-            if upstream.status == 200 and upstream.content_type == "text/event-stream":
-                return await relay_stream(request, parsed, upstream, result, store=store, started=started)
-            try:
-                body = await upstream.read()
-            except UPSTREAM_ERRORS as exc:
-                return unreachable_response(exc, headers)
-            app[state.METRICS].upstream_seconds.observe(time.perf_counter() - started)
-            if store and upstream.status == 200:
-                answer = complete_answer(body, parsed.kind)
-                if answer is not None:
-                    await store_answer(app, parsed, answer, body)
-            out = response_headers(upstream.headers, decoded=True)
-            out[HEADER] = result
-            return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=out)
+        upstream = await session.post(url, data=amended or raw, headers=forwarded_headers)
+        if amended is not None and upstream.status == 400:
+            # an upstream that does not know stream_options: the cache must not break the call
+            upstream.release()
+            amended = None
+            upstream = await session.post(url, data=raw, headers=forwarded_headers)
     except UPSTREAM_ERRORS as exc:
         return unreachable_response(exc, headers)
+    try:
+        if upstream.status == 200 and upstream.content_type == "text/event-stream":
+            return await relay_stream(request, parsed, upstream, result, store=store,
+                                      hide_usage=amended is not None, started=started)
+        try:
+            body = await upstream.read()
+        except UPSTREAM_ERRORS as exc:
+            return unreachable_response(exc, headers)
+        app[state.METRICS].upstream_seconds.observe(time.perf_counter() - started)
+        if store and upstream.status == 200:
+            answer = complete_answer(body, parsed.kind)
+            if answer is not None:
+                await store_answer(app, parsed, answer, body)
+        out = response_headers(upstream.headers, decoded=True)
+        out[HEADER] = result
+        return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=out)
+    finally:
+        upstream.release()
 
 
 def complete_answer(body: bytes, kind: str) -> dict[str, Any] | None:
@@ -244,7 +255,7 @@ def is_complete(answer: dict[str, Any], kind: str) -> bool:
 
 
 async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: aiohttp.ClientResponse, result: str,
-                       *, store: bool, started: float) -> web.StreamResponse:
+                       *, store: bool, hide_usage: bool, started: float) -> web.StreamResponse:
     """Forward a streamed answer event by event as it arrives; store it only if it ended with
     ``[DONE]`` (the store happens before ``[DONE]`` is passed on, so a client that saw the end of
     the stream finds the entry)."""
@@ -253,7 +264,6 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
     out[HEADER] = result
     response = web.StreamResponse(status=200, reason=upstream.reason, headers=out)
     await response.prepare(request)
-    hide_usage = store and not parsed.include_usage
     splitter = EventSplitter()
     assembler = StreamAssembler(parsed.kind)
     storable = store

@@ -4,13 +4,15 @@ access, the usage chunk asked for on the client's behalf."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from llmcache_sidecar import state
 from tests.upstream import TestUpstream
@@ -180,6 +182,43 @@ _CHUNK = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": 
 _FINISH = {**_CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
 
 
+@contextlib.asynccontextmanager
+async def scripted_upstream(answer: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """A one-route upstream for answers the test upstream cannot give; yields its URL."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_upstream_without_stream_options_still_streams_and_is_cached(
+        sidecar_factory: Any, http: aiohttp.ClientSession) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        seen.append(body)
+        if "stream_options" in body:
+            return web.json_response({"error": {"message": "unknown field stream_options"}}, status=400)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_sse(_CHUNK, _FINISH, b"[DONE]"))
+        return response
+
+    async with scripted_upstream(answer) as url:
+        handle = await sidecar_factory(upstream_url=url)
+        result, first = await chat(http, handle, {**BODY, "stream": True})
+        assert result == "miss" and b"partial" in first
+        assert ["stream_options" in body for body in seen] == [True, False]
+        result, second = await chat(http, handle, {**BODY, "stream": True})
+        assert result == "hit-exact" and b"partial" in second and len(seen) == 2
+
+
 @pytest.mark.parametrize(("stream", "second"), [
     # vLLM's way of failing mid-stream: an error event, then [DONE]
     (_sse(_CHUNK, {"error": {"message": "boom", "type": "InternalServerError", "code": 500}}, b"[DONE]"), "miss"),
@@ -190,29 +229,18 @@ _FINISH = {**_CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "sto
 ])
 async def test_a_stream_that_ends_with_done_but_failed_is_not_stored(
         sidecar_factory: Any, http: aiohttp.ClientSession, stream: bytes, second: str) -> None:
-    from aiohttp import web
-
     async def answer(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(stream)
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        handle = await sidecar_factory(upstream_url=f"http://127.0.0.1:{port}")
+    async with scripted_upstream(answer) as url:
+        handle = await sidecar_factory(upstream_url=url)
         result, body = await chat(http, handle, {**BODY, "stream": True})
         assert result == "miss" and body == stream  # forwarded as it came
         result, body = await chat(http, handle, {**BODY, "stream": True})
         assert result == second and b"partial" in body
-    finally:
-        await runner.cleanup()
 
 
 async def test_exact_lookups_off_still_store_answers(sidecar_factory: Any, redis_server: Any,
