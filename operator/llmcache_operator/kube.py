@@ -60,9 +60,12 @@ NAMESPACES = Resource("", "v1", "namespaces", "Namespace")
 #: Manifests the operator applies, by ``kind``.
 BY_KIND = {res.kind: res for res in (DEPLOYMENTS, STATEFULSETS, SERVICES, CONFIGMAPS, SECRETS)}
 
+USER_AGENT = "llmcache-operator"
+
 Call = tuple[str, str, str]  # (verb, group, resource or resource/subresource)
 
-#: What this module calls (children are read before they are written; Secrets are never patched).
+#: What this module calls (children are read before they are written; the operator never patches
+#: the Secrets it generates, only the webhook re-issues its TLS Secret).
 OPERATOR_CALLS: frozenset[Call] = frozenset({
     ("get", names.GROUP, "llmcaches"),
     ("patch", names.GROUP, "llmcaches/status"),
@@ -142,7 +145,7 @@ class KubeApi:
             ssl_context: ssl.SSLContext | bool = False if info.insecure else info.as_ssl_context()
             self._session = aiohttp.ClientSession(
                 base_url=info.server.rstrip("/") + "/",
-                headers=info.as_http_headers(),
+                headers={**info.as_http_headers(), "User-Agent": USER_AGENT},
                 connector=aiohttp.TCPConnector(ssl=ssl_context if info.server.startswith("https") else False),
                 timeout=aiohttp.ClientTimeout(total=30),
                 trust_env=info.trust_env,

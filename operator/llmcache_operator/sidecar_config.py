@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmcache_sidecar.config import ConfigError, render_yaml
+from pydantic import ValidationError
 
 from . import names
 from .context import CacheContext
@@ -48,7 +49,13 @@ def render_sidecar_config(ctx: CacheContext, revision: str) -> str:
     """``config.yaml``; a setting the sidecar refuses becomes a :class:`SpecError`."""
     try:
         return render_yaml(sidecar_settings(ctx, revision))
-    except (ConfigError, ValueError) as exc:
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise SpecError(f"the sidecar refuses this configuration: {problems}") from None
+    except ConfigError as exc:
         raise SpecError(f"the sidecar refuses this configuration: {exc}") from None
 
 

@@ -56,7 +56,8 @@ class Resources(_Model):
 
 class ModelSpec(_Model):
     name: str = Field(min_length=1)
-    revision: str = Field(min_length=1, max_length=128)
+    #: Part of every cache key: no ':' and no whitespace (as the sidecar requires).
+    revision: str = Field(min_length=1, max_length=128, pattern=r"^[^:\s]+$")
     served_model_name: str | None = None
 
     @property

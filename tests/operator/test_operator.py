@@ -1,0 +1,239 @@
+"""The real operator (kopf, ``run_operator`` as ``llmcache-operator`` runs it) against the emulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from llmcache_operator import kube, names
+from llmcache_operator.settings import OperatorConfig
+from tests.operator.conftest import Cluster, StartOperator
+
+MODEL = {"name": "meta-llama/Llama-3.1-8B-Instruct", "revision": "2024-09-25"}
+SPEC: dict[str, Any] = {"model": MODEL}
+EXTERNAL: dict[str, Any] = {
+    "model": MODEL,
+    "vllm": {"external": {"url": "http://vllm.example:8000"}},
+    "redis": {"mode": "external", "url": "redis://redis.example:6379/0"},
+    "milvus": {"mode": "external", "uri": "http://milvus.example:19530"},
+}
+CHILDREN = [
+    (kube.CONFIGMAPS, "demo-sidecar"), (kube.STATEFULSETS, "demo-redis"), (kube.SERVICES, "demo-redis"),
+    (kube.STATEFULSETS, "demo-milvus"), (kube.SERVICES, "demo-milvus"),
+    (kube.DEPLOYMENTS, "demo-vllm-2024-09-25"), (kube.SERVICES, "demo-vllm"),
+    (kube.SECRETS, "demo-admin"), (kube.SECRETS, "demo-redis"),
+]
+WRITES = ("create", "patch", "delete")
+
+
+def condition(cache: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in cache.get("status", {}).get("conditions", []) if c["type"] == type_)
+
+
+def phase_is(cluster: Cluster, name: str, phase: str) -> Any:
+    return lambda: cluster.cache(name).get("status", {}).get("phase") == phase
+
+
+def child_writes(cluster: Cluster) -> list[Any]:
+    children = (kube.DEPLOYMENTS, kube.STATEFULSETS, kube.SERVICES, kube.CONFIGMAPS, kube.SECRETS)
+    return [call for verb in WRITES for res in children for call in cluster.calls(verb, res)]
+
+
+async def provisioned(cluster: Cluster, spec: dict[str, Any] = SPEC, name: str = "demo") -> dict[str, Any]:
+    await cluster.create_cache(name, spec)
+    await cluster.wait_for(lambda: cluster.cache(name).get("status", {}).get("observedGeneration") == 1,
+                           what="the first reconcile")
+    await cluster.settle()
+    return cluster.cache(name)
+
+
+async def test_create_provisions_every_child_owned_and_labelled(cluster: Cluster, operator: None) -> None:
+    cache = await provisioned(cluster)
+    uid = cache["metadata"]["uid"]
+    for res, name in CHILDREN:
+        child = cluster.obj(res, name)
+        assert child is not None, f"{res.kind} {name} missing"
+        owners = child["metadata"]["ownerReferences"]
+        assert owners == [{"apiVersion": names.API_VERSION, "kind": names.KIND, "name": "demo", "uid": uid,
+                           "controller": True, "blockOwnerDeletion": True}]
+        assert child["metadata"]["labels"][names.MANAGED_BY_LABEL] == "llmcache-operator"
+        assert child["metadata"]["labels"][names.CACHE_LABEL] == "demo"
+    deployment = cluster.obj(kube.DEPLOYMENTS, "demo-vllm-2024-09-25")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["--model", MODEL["name"]] and "--enable-prefix-caching" in args
+    service = cluster.obj(kube.SERVICES, "demo-vllm")
+    assert service["spec"]["selector"][names.REVISION_LABEL] == "2024-09-25"
+    config = yaml.safe_load(cluster.obj(kube.CONFIGMAPS, "demo-sidecar")["data"]["config.yaml"])
+    assert config["model_revision"] == "2024-09-25" and config["cache_name"] == "demo"
+    status = cache["status"]
+    assert status["phase"] == "Provisioning" and status["activeRevision"] == "2024-09-25"
+    assert status["endpoints"] == {"redis": "redis://demo-redis.apps.svc:6379/0",
+                                   "milvus": "http://demo-milvus.apps.svc:19530",
+                                   "vllm": "http://demo-vllm.apps.svc:8000"}
+    assert condition(cache, "Ready")["status"] == "False"
+    assert condition(cache, "VLLMReady")["message"] == "Deployment demo-vllm-2024-09-25: 0/1 replicas ready"
+
+
+async def test_ready_children_make_the_cache_ready_and_a_lost_one_degrades_it(
+    cluster: Cluster, operator: None,
+) -> None:
+    await provisioned(cluster)
+    await cluster.make_ready(kube.STATEFULSETS, "demo-redis")
+    await cluster.wait_for(lambda: condition(cluster.cache("demo"), "RedisReady")["status"] == "True",
+                           what="RedisReady")
+    assert cluster.cache("demo")["status"]["phase"] == "Provisioning"
+    await cluster.make_ready(kube.STATEFULSETS, "demo-milvus")
+    await cluster.make_ready(kube.DEPLOYMENTS, "demo-vllm-2024-09-25")
+    await cluster.wait_for(phase_is(cluster, "demo", "Ready"), what="phase Ready")
+    cache = cluster.cache("demo")
+    assert all(condition(cache, t)["status"] == "True" for t in ("Ready", "RedisReady", "MilvusReady", "VLLMReady"))
+    await cluster.patch_object(kube.DEPLOYMENTS, "demo-vllm-2024-09-25", {"status": {"readyReplicas": 0}})
+    await cluster.wait_for(phase_is(cluster, "demo", "Degraded"), what="phase Degraded")
+    assert condition(cluster.cache("demo"), "Ready")["message"] == "waiting for VLLMReady"
+
+
+async def test_spec_changes_patch_only_the_children_they_change(cluster: Cluster, operator: None) -> None:
+    await provisioned(cluster)
+    before = len(child_writes(cluster))
+    await cluster.patch_cache("demo", {"vllm": {"replicas": 3, "image": "vllm/vllm-openai:v0.7.0"},
+                                       "cache": {"semantic": {"threshold": 0.85}}})
+    await cluster.wait_for(lambda: cluster.cache("demo")["status"].get("observedGeneration") == 2,
+                           what="the update")
+    await cluster.settle()
+    deployment = cluster.obj(kube.DEPLOYMENTS, "demo-vllm-2024-09-25")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "vllm/vllm-openai:v0.7.0"
+    config = yaml.safe_load(cluster.obj(kube.CONFIGMAPS, "demo-sidecar")["data"]["config.yaml"])
+    assert config["similarity_threshold"] == 0.85
+    patched = {call.name for call in child_writes(cluster)[before:]}
+    assert patched == {"demo-vllm-2024-09-25", "demo-sidecar"}
+    assert all(call.action.value == "UPDATE" for call in child_writes(cluster)[before:])
+
+
+async def test_a_restart_resumes_without_writing_anything(
+    cluster: Cluster, start_operator: StartOperator,
+) -> None:
+    await start_operator()
+    await provisioned(cluster)
+    writes = len(child_writes(cluster))
+    status_writes = len(cluster.calls("patch", kube.LLMCACHES))
+    await start_operator()  # a second operator process resumes the same objects
+    await cluster.settle()
+    assert len(child_writes(cluster)) == writes
+    assert [c for c in cluster.calls("patch", kube.LLMCACHES)[status_writes:] if c.subresource == "status"] == []
+
+
+async def test_external_backends_provision_nothing(cluster: Cluster, operator: None) -> None:
+    await cluster.create_cache("ext", EXTERNAL)
+    await cluster.wait_for(phase_is(cluster, "ext", "Ready"), what="phase Ready")
+    await cluster.settle()
+    assert cluster.names(kube.STATEFULSETS) == set()
+    assert cluster.names(kube.DEPLOYMENTS) == set()
+    assert cluster.names(kube.SERVICES) == set()
+    assert cluster.names(kube.CONFIGMAPS) == {"ext-sidecar"}
+    assert cluster.names(kube.SECRETS) == {"ext-admin"}
+    cache = cluster.cache("ext")
+    assert condition(cache, "RedisReady")["reason"] == "External"
+    config = yaml.safe_load(cluster.obj(kube.CONFIGMAPS, "ext-sidecar")["data"]["config.yaml"])
+    assert config["upstream_url"] == "http://vllm.example:8000"
+    assert config["redis_url"] == "redis://redis.example:6379/0"
+
+
+async def test_switching_vllm_to_external_removes_the_managed_deployment(cluster: Cluster, operator: None) -> None:
+    await provisioned(cluster)
+    await cluster.patch_cache("demo", {"vllm": {"external": {"url": "http://vllm.example:8000"}}})
+    await cluster.wait_for(lambda: cluster.names(kube.DEPLOYMENTS) == set(), what="the Deployment removed")
+
+
+async def test_an_invalid_spec_fails_with_a_message_and_an_event_and_creates_nothing(
+    cluster: Cluster, operator: None,
+) -> None:
+    # Caught by a CEL rule on a real API server, which the emulator does not evaluate.
+    await cluster.create_cache("bad", {"model": MODEL, "redis": {"mode": "external"}})
+    await cluster.wait_for(phase_is(cluster, "bad", "Failed"), what="phase Failed")
+    ready = condition(cluster.cache("bad"), "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
+    assert "spec.redis: mode external needs url" in ready["message"]
+    events = await cluster.wait_for(lambda: cluster.events("InvalidSpec"), what="an InvalidSpec Event")
+    assert "spec.redis: mode external needs url" in events[0]["message"]
+    assert events[0]["type"] == "Warning" and events[0]["involvedObject"]["name"] == "bad"
+    await cluster.settle()
+    assert child_writes(cluster) == []
+    # Fixing the spec recovers.
+    await cluster.patch_cache("bad", {"redis": {"mode": "managed"}})
+    await cluster.wait_for(phase_is(cluster, "bad", "Provisioning"), what="phase Provisioning")
+    assert cluster.obj(kube.STATEFULSETS, "bad-redis") is not None
+
+
+async def test_a_revision_change_serves_the_new_deployment_and_removes_the_old(
+    cluster: Cluster, operator: None,
+) -> None:
+    await provisioned(cluster)
+    await cluster.patch_cache("demo", {"model": {"revision": "2024-10-01"}})
+    await cluster.wait_for(lambda: cluster.names(kube.DEPLOYMENTS) == {"demo-vllm-2024-10-01"},
+                           what="the new revision's Deployment alone")
+    assert cluster.obj(kube.SERVICES, "demo-vllm")["spec"]["selector"][names.REVISION_LABEL] == "2024-10-01"
+    config = yaml.safe_load(cluster.obj(kube.CONFIGMAPS, "demo-sidecar")["data"]["config.yaml"])
+    assert config["model_revision"] == "2024-10-01"
+    await cluster.wait_for(lambda: cluster.cache("demo")["status"]["activeRevision"] == "2024-10-01",
+                           what="activeRevision")
+
+
+async def test_delete_releases_the_finalizer(cluster: Cluster, operator: None) -> None:
+    cache = await provisioned(cluster)
+    assert "llmcache.dev/finalizer" in cache["metadata"]["finalizers"]
+    await cluster.delete_cache("demo")
+    await cluster.wait_for(lambda: cluster.obj(kube.LLMCACHES, "demo") is None, what="the LLMCache gone")
+
+
+async def test_only_the_declared_api_calls_are_made(cluster: Cluster, operator: None) -> None:
+    await provisioned(cluster)
+    await cluster.make_ready(kube.DEPLOYMENTS, "demo-vllm-2024-09-25")
+    await cluster.patch_cache("demo", {"model": {"revision": "r2"}, "vllm": {"replicas": 2}})
+    await cluster.wait_for(lambda: cluster.names(kube.DEPLOYMENTS) == {"demo-vllm-r2"}, what="the rollout")
+    await cluster.create_cache("bad", {"model": MODEL, "milvus": {"mode": "external"}})
+    await cluster.wait_for(lambda: cluster.events("InvalidSpec"), what="an Event")
+    await cluster.delete_cache("demo")
+    await cluster.wait_for(lambda: cluster.obj(kube.LLMCACHES, "demo") is None, what="the deletion")
+    made = cluster.api_calls()
+    assert made <= kube.API_CALLS, f"calls missing from kube.API_CALLS: {made - kube.API_CALLS}"
+    assert {("create", "apps", "deployments"), ("delete", "apps", "deployments"),
+            ("patch", names.GROUP, "llmcaches/status"), ("create", "", "events")} <= made
+
+
+async def test_stats_are_copied_from_the_shared_redis_hash(
+    cluster: Cluster, start_operator: StartOperator, redis_server: Any,
+) -> None:
+    await start_operator(config=OperatorConfig(stats_interval_seconds=0.3))
+    redis_server.client().hset(names.stats_key("ext"), mapping={
+        "requests": 40, "hitsExact": 10, "hitsSemantic": 6, "tokensSaved": 1234,
+    })
+    spec = {**EXTERNAL, "redis": {"mode": "external", "url": redis_server.url}}
+    await cluster.create_cache("ext", spec)
+    stats = await cluster.wait_for(lambda: cluster.cache("ext").get("status", {}).get("stats"), what="stats")
+    assert stats == {"requests": 40, "hitsExact": 10, "hitsSemantic": 6, "tokensSaved": 1234, "hitRatio": 0.4}
+    redis_server.client().hincrby(names.stats_key("ext"), "requests", 10)
+    await cluster.wait_for(lambda: cluster.cache("ext")["status"]["stats"]["requests"] == 50, what="new stats")
+    assert cluster.cache("ext")["status"]["stats"]["hitRatio"] == 0.32
+
+
+async def test_an_unreachable_redis_never_fails_the_cache(cluster: Cluster, start_operator: StartOperator) -> None:
+    await start_operator(config=OperatorConfig(stats_interval_seconds=0.3))
+    spec = {**EXTERNAL, "redis": {"mode": "external", "url": "redis://127.0.0.1:1/0"}}
+    await cluster.create_cache("ext", spec)
+    await cluster.wait_for(phase_is(cluster, "ext", "Ready"), what="phase Ready")
+    await cluster.settle()
+    assert "stats" not in cluster.cache("ext")["status"]
+    assert cluster.cache("ext")["status"]["phase"] == "Ready"
+
+
+async def test_a_namespaced_operator_leaves_other_namespaces_alone(
+    cluster: Cluster, start_operator: StartOperator,
+) -> None:
+    await start_operator(namespaces=["elsewhere"])
+    await cluster.create_cache("demo", SPEC)
+    await cluster.settle()
+    assert "status" not in cluster.cache("demo")
+    assert child_writes(cluster) == []
