@@ -53,7 +53,6 @@ async def semantic_tier_context(app: web.Application) -> AsyncIterator[None]:
     async with open_semantic_tier(settings) as tier:
         app[state.SEMANTIC_TIER] = tier
         yield
-        app[state.SEMANTIC_TIER] = None
 
 
 def api_contexts() -> list[CleanupContext]:
