@@ -38,7 +38,7 @@ import re
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -566,14 +566,6 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_serve_forever(args.host, args.port))
     except KeyboardInterrupt:
         pass
-
-
-async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[str]:
-    """The ``data:`` payloads of an SSE byte stream, one per event (``[DONE]`` included)."""
-    async for line in lines:
-        text = line.decode().strip()
-        if text.startswith("data:"):
-            yield text[5:].strip()
 
 
 if __name__ == "__main__":
