@@ -91,8 +91,15 @@ async def publish_status(
     failed: str | None = None,
     observed_generation: int | None = None,
 ) -> None:
-    """Compute the status from the children and patch only what changed (nothing if nothing did)."""
-    previous = dict(body.get("status") or {})
+    """Compute the status from the children and patch only what changed (nothing if nothing did).
+
+    The diff is taken against a fresh read: a child-event refresh may have written in between.
+    """
+    metadata = body.get("metadata", {})
+    fresh = await api.get(LLMCACHES, metadata["namespace"], metadata["name"])
+    if fresh is None:
+        return
+    previous = dict(fresh.get("status") or {})
     now = cache_status.now_rfc3339()
     if ctx is None:
         new = cache_status.failed_status(previous, failed or "invalid spec", observed_generation, now)
@@ -101,7 +108,6 @@ async def publish_status(
         new = cache_status.healthy_status(previous, ctx, components, active_revision, observed_generation, now)
     patch = apply.merge_diff(cache_status.owned(previous), cache_status.owned(new))
     if patch:
-        metadata = body.get("metadata", {})
         await api.patch(LLMCACHES, metadata["namespace"], metadata["name"], {"status": patch}, subresource="status")
 
 

@@ -354,7 +354,7 @@ class OperatorThread:
 async def start_operator(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[StartOperator]:
-    """``await start_operator(modules=..., config=..., namespaces=...)``; stopped at teardown.
+    """``await start_operator(modules=..., config=..., namespaces=..., liveness=...)``; stopped at teardown.
 
     The operator logs in the way it does in production without a service account: through
     ``KUBECONFIG``, here a file pointing at the emulator.
@@ -374,8 +374,10 @@ async def start_operator(
         modules: Sequence[str] = CORE_MODULES,
         config: OperatorConfig | None = None,
         namespaces: Sequence[str] = (),
+        liveness: str | None = None,
     ) -> None:
-        operator = OperatorThread(Options(namespaces=tuple(namespaces)), config or OperatorConfig(), modules)
+        options = Options(namespaces=tuple(namespaces), liveness=liveness)
+        operator = OperatorThread(options, config or OperatorConfig(), modules)
         running.append(operator)
         await operator.start()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -237,3 +238,39 @@ async def test_a_namespaced_operator_leaves_other_namespaces_alone(
     await cluster.settle()
     assert "status" not in cluster.cache("demo")
     assert child_writes(cluster) == []
+
+
+async def test_a_storage_change_a_statefulset_cannot_take_fails_before_writing(
+    cluster: Cluster, operator: None,
+) -> None:
+    await provisioned(cluster)
+    before = len(child_writes(cluster))
+    await cluster.patch_cache("demo", {"redis": {"storage": "20Gi"}, "vllm": {"replicas": 2}})
+    await cluster.wait_for(phase_is(cluster, "demo", "Failed"), what="phase Failed")
+    message = condition(cluster.cache("demo"), "Ready")["message"]
+    assert "StatefulSet demo-redis: volumeClaimTemplates cannot change" in message
+    await cluster.settle()
+    assert child_writes(cluster)[before:] == []  # not even the valid replicas change: all or nothing
+    assert cluster.obj(kube.DEPLOYMENTS, "demo-vllm-2024-09-25")["spec"]["replicas"] == 1
+
+
+async def test_the_liveness_endpoint_answers(cluster: Cluster, start_operator: StartOperator) -> None:
+    import aiohttp
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    await start_operator(liveness=f"http://127.0.0.1:{port}/healthz")
+    statuses: list[int] = []
+
+    async def probe() -> None:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as response:
+            statuses.append(response.status)
+
+    for _ in range(100):  # the probe server starts beside the watchers
+        try:
+            await probe()
+            break
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.1)
+    assert statuses == [200]
