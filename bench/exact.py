@@ -31,8 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadResult, run_load
-from bench.processes import (free_port, pinned, redis_command, running, sidecar_command, sidecar_env,
-                             upstream_command)
+from bench.processes import (
+    free_port,
+    pinned,
+    redis_command,
+    running,
+    sidecar_command,
+    sidecar_env,
+    upstream_command,
+)
 
 QUESTION = "What is the capital of France? Answer in one short sentence."
 

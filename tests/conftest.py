@@ -67,13 +67,12 @@ class RedisServer:
     def start(self) -> None:
         if self.running:
             return
-        log = open(self.workdir / "redis.log", "ab")
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
+        with open(self.workdir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.workdir), "--protected-mode", "yes"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         wait_for_port(self.port, REDIS_START_TIMEOUT)
         self._wait_ready()
 
@@ -111,7 +110,8 @@ class RedisServer:
 
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=False)
 
-    def keys(self, pattern: str = "*") -> list[str]:
+    def scan(self, pattern: str = "*") -> list[str]:
+        """The keys matching ``pattern``, sorted."""
         return sorted(key.decode() for key in self.client().scan_iter(match=pattern, count=1000))
 
     def flush(self) -> None:

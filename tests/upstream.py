@@ -40,7 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -212,7 +212,7 @@ class TestUpstream:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    async def start(self) -> TestUpstream:
+    async def start(self) -> Self:
         self._released = asyncio.Event()
         self._runner = web.AppRunner(self.make_app(), shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
@@ -228,7 +228,7 @@ class TestUpstream:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> TestUpstream:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -10,7 +10,13 @@ import openai
 import pytest
 
 from tests.sidecar.calls import BYPASS, HIT, MISS, chat, complete, user
-from tests.upstream import TestUpstream, expected_chat, expected_completion, expected_tool_call, split_tokens
+from tests.upstream import (
+    TestUpstream,
+    expected_chat,
+    expected_completion,
+    expected_tool_call,
+    split_tokens,
+)
 
 CHAT = "/v1/chat/completions"
 BODY: dict[str, Any] = {"model": "test-model", "messages": user("What is the capital of France?"), "temperature": 0}
@@ -185,7 +191,7 @@ async def test_ttl_expires_entries(sidecar_factory: Any, client_for: Any, upstre
     client = client_for(handle)
     await chat(client, **BODY)
     if redis_server is not None:
-        ttls = [redis_server.client().ttl(key) for key in redis_server.keys("llmcache:*:e:*")]
+        ttls = [redis_server.client().ttl(key) for key in redis_server.scan("llmcache:*:e:*")]
         assert ttls and all(0 < ttl <= 1 for ttl in ttls)
     assert (await chat(client, **BODY)).cache == HIT
     await asyncio.sleep(1.5)

@@ -76,7 +76,7 @@ async def test_unreachable_upstream_gives_an_openai_error(sidecar_factory: Any, 
         await chat(client_for(handle), **BODY)
     assert caught.value.status_code in (502, 503, 504)
     assert isinstance(caught.value.body, dict) and caught.value.body.get("message")
-    assert not [k for k in redis_server.keys() if ":e:" in k]
+    assert not [k for k in redis_server.scan() if ":e:" in k]
 
 
 async def _until_hit(client: openai.AsyncOpenAI, attempts: int = 50) -> list[str | None]:
@@ -149,7 +149,7 @@ async def test_upstream_timeout_is_an_error_and_not_stored(sidecar_factory: Any,
     client = client_for(await sidecar_factory(redis_url=redis_server.url, upstream_timeout_seconds=1.0))
     if stream:
         upstream.stall_after = 2  # headers and two chunks, then silence
-        text, finish, error = await _drain(client)
+        _, finish, error = await _drain(client)
         assert error is not None or finish is None
     else:
         upstream.stall = True

@@ -44,7 +44,7 @@ async def test_redis_keys_follow_the_contract(sidecar_factory: Any, client_for: 
                                               cache_name="shop", model_revision="r7"))
     await chat(client, headers={"X-User": "alice"}, **BODY)
     await chat(client, **BODY)
-    entries = [k for k in redis_server.keys("llmcache:*") if ":e:" in k]
+    entries = [k for k in redis_server.scan("llmcache:*") if ":e:" in k]
     assert len(entries) == 2
     assert all(re.fullmatch(r"llmcache:shop:r7:(alice|):e:[0-9a-f]{64}", key) for key in entries), entries
     assert {key.split(":")[3] for key in entries} == {"alice", ""}
