@@ -124,13 +124,16 @@ async def measure(upstream_url: str, sidecar_url: str, args: argparse.Namespace)
             url = upstream_url if scenario.target == "upstream" else sidecar_url
             offset = (round_number * len(rows) + number) * 10_000_000  # unique questions never repeat
 
-            def body_for(i: int, s: Scenario = scenario, offset: int = offset) -> dict[str, Any]:
+            def warmup_body(i: int, s: Scenario = scenario, offset: int = offset) -> dict[str, Any]:
                 return chat_body(offset + i, stream=s.stream, unique=s.unique)
 
-            await run_load(scenario.label, url, body_for, concurrency=scenario.concurrency,
-                           requests=args.warmup, duration=args.duration)  # warm-up, discarded
-            result = await run_load(scenario.label, url, lambda i, f=body_for: f(i + 5_000_000),
-                                    concurrency=scenario.concurrency, requests=args.requests, duration=args.duration)
+            def measured_body(i: int, s: Scenario = scenario, offset: int = offset) -> dict[str, Any]:
+                return chat_body(offset + 5_000_000 + i, stream=s.stream, unique=s.unique)
+
+            await run_load(scenario.label, url, warmup_body, concurrency=scenario.concurrency,
+                           requests=args.warmup, duration=args.duration)  # discarded
+            result = await run_load(scenario.label, url, measured_body, concurrency=scenario.concurrency,
+                                    requests=args.requests, duration=args.duration)
             print(f"  round {round_number + 1} {scenario.label:<38} c={scenario.concurrency:<3} "
                   f"p50 {result.percentile(50) * 1000:7.2f} ms  p99 {result.percentile(99) * 1000:7.2f} ms  "
                   f"{result.throughput:7.0f} req/s", file=sys.stderr)
