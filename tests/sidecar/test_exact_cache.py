@@ -239,3 +239,40 @@ async def test_fleet_counters_in_redis(sidecar: Any, openai_client: openai.Async
     assert int(stats[b"requests"]) == 3
     assert int(stats[b"hitsExact"]) == 2
     assert int(stats[b"tokensSaved"]) > 0
+
+
+@pytest.mark.parametrize("store_stream", [False, True], ids=["store-json", "store-stream"])
+async def test_long_unicode_answer_round_trips(client: openai.AsyncOpenAI, upstream: TestUpstream, store_stream: bool) -> None:
+    """Thousands of chunks with multi-byte characters: TCP reads split events and characters
+    anywhere, and the stored answer must still be exactly what was streamed."""
+    question = " ".join(f"Ünïcödé-{i} 日本語 ✓ 🙂" for i in range(800))
+    body = {**BODY, "messages": user(question)}
+    first = await chat(client, stream=store_stream, **body)
+    assert first.content == expected_chat(body)[0]
+    for read_stream in (False, True):
+        again = await chat(client, stream=read_stream, **body)
+        assert again.cache == HIT
+        assert again.same_answer() == first.same_answer()
+    assert upstream.calls[CHAT] == 1
+
+
+async def test_concurrent_identical_misses_all_get_the_answer(client: openai.AsyncOpenAI, upstream: TestUpstream) -> None:
+    upstream.delay = 0.2  # they all arrive before the first answer is stored
+    answers = await asyncio.gather(*(chat(client, stream=i % 2 == 1, **BODY) for i in range(12)))
+    assert all(a.content == expected_chat(BODY)[0] for a in answers)
+    assert all(a.cache in (MISS, HIT) for a in answers)
+    upstream.delay = 0.0
+    assert (await chat(client, **BODY)).cache == HIT
+
+
+async def test_client_leaving_mid_stream_does_not_hurt_the_sidecar(client: openai.AsyncOpenAI, upstream: TestUpstream) -> None:
+    upstream.token_interval = 0.01
+    raw = await client.chat.completions.with_raw_response.create(stream=True, **BODY)
+    stream = raw.parse()
+    async for _ in stream:
+        break
+    await stream.close()  # the client hangs up after the first chunk
+    upstream.token_interval = 0.0
+    body = {**BODY, "messages": user("and another question")}
+    assert (await chat(client, **body)).cache == MISS
+    assert (await chat(client, **body)).cache == HIT
