@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmcache_sidecar.entry import CorruptEntry, Entry
 from llmcache_sidecar.sse import DONE, EventSplitter, StreamAssembler, event_data, replay
@@ -130,3 +132,71 @@ def test_entry_round_trip_and_streams() -> None:
 def test_corrupt_entries_are_refused(value: bytes) -> None:
     with pytest.raises(CorruptEntry):
         Entry.decode(value)
+
+
+# --------------------------------------------------------------------------- properties
+
+_text = st.text(max_size=40)
+_tool_call = st.builds(
+    lambda i, name, args: {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": args}},
+    st.integers(0, 999), st.text(min_size=1, max_size=10), _text)
+
+
+@st.composite
+def chat_answers(draw: st.DrawFn) -> dict[str, Any]:
+    calls = draw(st.lists(_tool_call, max_size=3))
+    content = draw(st.none() | _text) if calls else draw(_text)
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    answer = {**HEAD, "object": "chat.completion",
+              "choices": [{"index": 0, "message": message, "logprobs": None,
+                           "finish_reason": draw(st.sampled_from(["stop", "length", "tool_calls"]))}]}
+    if draw(st.booleans()):
+        answer["usage"] = USAGE
+    return answer
+
+
+def _pieces(draw: st.DrawFn, text: str) -> list[str]:
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(text) - 1)), max_size=5))) if len(text) > 1 else []
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+@st.composite
+def upstream_streams(draw: st.DrawFn) -> tuple[dict[str, Any], bytes]:
+    """An answer, and a stream an upstream could send for it: content and arguments in pieces."""
+    answer = draw(chat_answers())
+    choice = answer["choices"][0]
+    message = choice["message"]
+    chunks = [{"role": "assistant", "content": "" if message["content"] is not None else None}]
+    chunks += [{"content": piece} for piece in _pieces(draw, message["content"] or "")]
+    for index, call in enumerate(message.get("tool_calls", [])):
+        chunks.append({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                       "function": {"name": call["function"]["name"], "arguments": ""}}]})
+        chunks += [{"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+                   for piece in _pieces(draw, call["function"]["arguments"])]
+    events = [{**HEAD, "object": "chat.completion.chunk",
+               "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]} for delta in chunks]
+    events.append({**HEAD, "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}]})
+    if "usage" in answer:
+        events.append({**HEAD, "object": "chat.completion.chunk", "choices": [], "usage": answer["usage"]})
+    return answer, b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(chat_answers(), st.booleans())
+def test_any_chat_answer_survives_replay(answer: dict[str, Any], include_usage: bool) -> None:
+    back = assemble("chat", replay("chat", answer, include_usage=include_usage))
+    if include_usage:
+        assert back == answer
+    else:
+        assert "usage" not in back and back == {name: value for name, value in answer.items() if name != "usage"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(upstream_streams())
+def test_any_upstream_stream_assembles_to_its_answer(case: tuple[dict[str, Any], bytes]) -> None:
+    answer, stream = case
+    assert assemble("chat", stream) == answer
