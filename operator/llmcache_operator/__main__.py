@@ -68,6 +68,10 @@ def operator_settings() -> kopf.OperatorSettings:
     # every successful handler run.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "llmcache-operator"
+    # Server-side watch timeouts, so a silently dropped connection is noticed and re-opened.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
     # One replica (the chart uses the Recreate strategy): no peering objects needed.
     settings.peering.standalone = True
     return settings

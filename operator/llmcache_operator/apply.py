@@ -20,7 +20,7 @@ from . import names
 from .children import DesiredState
 from .context import CacheContext
 from .credentials import new_secret_value, secret_manifest
-from .kube import BY_KIND, DEPLOYMENTS, SECRETS, STATEFULSETS, KubeApi, Resource
+from .kube import BY_KIND, DEPLOYMENTS, SECRETS, STATEFULSETS, KubeApi, KubeError, Resource
 from .spec import SpecError
 
 LAST_APPLIED_ANNOTATION = "llmcache.dev/last-applied"
@@ -119,9 +119,14 @@ async def _prune_revisions(api: KubeApi, ctx: CacheContext, desired: DesiredStat
 
 
 async def execute(api: KubeApi, namespace: str, writes: list[Write]) -> None:
+    """Run the writes; a child created meanwhile by a concurrent converge is not an error."""
     for write in writes:
         if write.verb == "create":
-            await api.create(write.resource, namespace, write.body)
+            try:
+                await api.create(write.resource, namespace, write.body)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
         elif write.verb == "patch":
             await api.patch(write.resource, namespace, write.name, write.body)
         else:

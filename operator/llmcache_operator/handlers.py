@@ -1,8 +1,8 @@
 """kopf handlers: thin, typed, delegating to the pure builders and to :mod:`apply`.
 
 - create / update / resume: validate everything, plan, write, publish status.
-- child events (the Deployments and StatefulSets this operator labelled): refresh the owner's
-  status, so readiness is reported as soon as a workload changes.
+- child events (the Deployments and StatefulSets this operator labelled): converge the owner
+  again, so a deleted child comes back and readiness is reported as soon as a workload changes.
 - a timer: copy the shared Redis counters into ``status.stats``.
 """
 
@@ -40,33 +40,18 @@ async def close_api(memo: Runtime, **_: Any) -> None:
     await memo.api.close()
 
 
-async def reconcile(
-    body: kopf.Body, name: str, namespace: str, meta: kopf.Meta, memo: Runtime, logger: logging.Logger, **_: Any,
-) -> None:
-    api = memo.api
+async def reconcile(body: kopf.Body, meta: kopf.Meta, memo: Runtime, logger: logging.Logger, **_: Any) -> None:
     try:
-        ctx = cache_context(name, namespace, body.get("spec", {}), memo.config)
-        revision = ctx.spec.model.revision
-        desired = desired_state(ctx, active_revision=revision, serving_revisions=frozenset({revision}))
-        kopf.adopt(desired.manifests, owner=body)
-        writes = await apply.plan(api, ctx, desired, owner=body)
+        await converge(memo, body, logger, observed_generation=meta.get("generation"))
     except SpecError as exc:
         kopf.warn(body, reason="InvalidSpec", message=f"{exc}")
         logger.error(f"invalid spec, nothing changed: {exc}")
-        await publish_status(api, body, failed=str(exc), observed_generation=meta.get("generation"))
-        return
     except KubeError as exc:
-        raise kopf.TemporaryError(f"reading the children failed: {exc}", delay=RETRY_DELAY_SECONDS) from exc
-    try:
-        await apply.execute(api, namespace, writes)
-    except KubeError as exc:
-        raise kopf.TemporaryError(f"writing the children failed: {exc}", delay=RETRY_DELAY_SECONDS) from exc
-    for write in writes:
-        logger.info(f"{write.verb} {write.resource.kind} {write.name}")
-    await publish_status(api, body, ctx=ctx, active_revision=revision, observed_generation=meta.get("generation"))
+        raise kopf.TemporaryError(f"{exc}", delay=RETRY_DELAY_SECONDS) from exc
 
 
-async def child_changed(labels: Mapping[str, str], namespace: str, memo: Runtime, **_: Any) -> None:
+async def child_changed(labels: Mapping[str, str], namespace: str, memo: Runtime, logger: logging.Logger, **_: Any) -> None:
+    """A child changed (or vanished): recreate what is missing, and publish the new readiness."""
     cache = labels.get(names.CACHE_LABEL)
     if not cache:
         return
@@ -74,12 +59,37 @@ async def child_changed(labels: Mapping[str, str], namespace: str, memo: Runtime
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
         return
     try:
-        ctx = cache_context(cache, namespace, body.get("spec", {}), memo.config)
+        await converge(memo, body, logger)
+    except SpecError:
+        pass  # the status says Failed; the Event was posted when the spec was set
+    except KubeError as exc:
+        logger.warning(f"children of {cache} not converged: {exc}")
+
+
+async def converge(
+    memo: Runtime, body: Mapping[str, Any], logger: logging.Logger, observed_generation: int | None = None,
+) -> None:
+    """Bring the children and the status of ``body`` in line with its spec.
+
+    Everything is validated and planned before the first write; a :class:`SpecError` is
+    published as ``phase: Failed`` and re-raised, with nothing written.
+    """
+    api = memo.api
+    meta = body.get("metadata", {})
+    try:
+        ctx = cache_context(meta["name"], meta["namespace"], body.get("spec", {}), memo.config)
+        revision = ctx.spec.model.revision
+        desired = desired_state(ctx, active_revision=revision, serving_revisions=frozenset({revision}))
+        owner = kopf.Body(dict(body))
+        kopf.adopt(desired.manifests, owner=owner)
+        writes = await apply.plan(api, ctx, desired, owner=owner)
     except SpecError as exc:
-        await publish_status(memo.api, body, failed=str(exc))
-        return
-    active = (body.get("status") or {}).get("activeRevision") or ctx.spec.model.revision
-    await publish_status(memo.api, body, ctx=ctx, active_revision=active)
+        await publish_status(api, body, failed=str(exc), observed_generation=observed_generation)
+        raise
+    await apply.execute(api, ctx.namespace, writes)
+    for write in writes:
+        logger.info(f"{write.verb} {write.resource.kind} {write.name}")
+    await publish_status(api, body, ctx=ctx, active_revision=revision, observed_generation=observed_generation)
 
 
 async def publish_status(

@@ -274,3 +274,12 @@ async def test_the_liveness_endpoint_answers(cluster: Cluster, start_operator: S
         except aiohttp.ClientConnectionError:
             await asyncio.sleep(0.1)
     assert statuses == [200]
+
+
+async def test_a_deleted_child_comes_back(cluster: Cluster, operator: None) -> None:
+    cache = await provisioned(cluster)
+    async with cluster.emulator.delete(kube.DEPLOYMENTS.path("apps", "demo-vllm-2024-09-25")) as response:
+        assert response.status == 200
+    recreated = await cluster.wait_for(lambda: cluster.obj(kube.DEPLOYMENTS, "demo-vllm-2024-09-25"),
+                                       what="the Deployment recreated")
+    assert recreated["metadata"]["ownerReferences"][0]["uid"] == cache["metadata"]["uid"]
