@@ -14,6 +14,7 @@ from aiohttp import web
 from llmcache_sidecar import state
 from llmcache_sidecar.config import Settings
 from llmcache_sidecar.errors import error_response
+from llmcache_sidecar.events import events_context
 from llmcache_sidecar.health import BackendHealth
 from llmcache_sidecar.keys import KeyBuilder
 from llmcache_sidecar.metrics import Metrics
@@ -23,6 +24,7 @@ from llmcache_sidecar.stats import Stats
 from llmcache_sidecar.tiers.exact import make_exact_tier
 from llmcache_sidecar.tiers.semantic import open_semantic_tier
 from llmcache_sidecar.upstream import make_session, pass_through
+from llmcache_sidecar.upstream_pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def upstream_context(app: web.Application) -> AsyncIterator[None]:
-    session = make_session(app[state.SETTINGS])
-    app[state.UPSTREAM] = session
+    settings = app[state.SETTINGS]
+    pool = UpstreamPool(lambda: make_session(settings), retire_after_seconds=settings.upstream_timeout_seconds + 5)
+    app[state.UPSTREAM] = pool
     yield
-    await session.close()
+    await pool.close()
 
 
 async def exact_tier_context(app: web.Application) -> AsyncIterator[None]:
@@ -57,7 +60,7 @@ async def semantic_tier_context(app: web.Application) -> AsyncIterator[None]:
 
 def api_contexts() -> list[CleanupContext]:
     """What the API app opens, in order (each closes in reverse order)."""
-    return [upstream_context, exact_tier_context, semantic_tier_context]
+    return [upstream_context, exact_tier_context, semantic_tier_context, events_context]
 
 
 @web.middleware
@@ -73,7 +76,7 @@ async def unexpected_errors(request: web.Request, handler: Handler) -> web.Strea
 
 
 async def _pass_through(request: web.Request) -> web.StreamResponse:
-    return await pass_through(request, request.app[state.UPSTREAM], request.app[state.SETTINGS].upstream_url)
+    return await pass_through(request, request.app[state.UPSTREAM].session, request.app[state.SETTINGS].upstream_url)
 
 
 def make_api_app(settings: Settings) -> web.Application:

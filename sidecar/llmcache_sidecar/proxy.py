@@ -199,7 +199,7 @@ async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, resul
                   store: bool) -> web.StreamResponse:
     app = request.app
     record(app, result)
-    session = app[state.UPSTREAM]
+    session = app[state.UPSTREAM].session
     url = app[state.SETTINGS].upstream_url + request.path_qs
     started = time.perf_counter()
     headers = {HEADER: result}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 
 from llmcache_sidecar.config import Settings
 from llmcache_sidecar.health import BackendHealth
@@ -12,6 +12,7 @@ from llmcache_sidecar.revision import RevisionState
 from llmcache_sidecar.stats import Stats
 from llmcache_sidecar.tiers.base import SemanticTier
 from llmcache_sidecar.tiers.exact import ExactTier
+from llmcache_sidecar.upstream_pool import UpstreamPool
 
 # API app
 SETTINGS = web.AppKey("settings", Settings)
@@ -19,8 +20,8 @@ KEYS = web.AppKey("keys", KeyBuilder)
 METRICS = web.AppKey("metrics", Metrics)
 REVISION = web.AppKey("revision", RevisionState)
 STATS = web.AppKey("stats", Stats)
-#: the one pooled session to the upstream (opened by a cleanup context)
-UPSTREAM = web.AppKey("upstream", ClientSession)
+#: the pooled session to the upstream (``.session``; recycled at a revision switch)
+UPSTREAM = web.AppKey("upstream", UpstreamPool)
 EXACT_TIER = web.AppKey("exact_tier", ExactTier)
 #: health of the exact tier's backend (never fails for the in-process tier)
 EXACT_HEALTH = web.AppKey("exact_health", BackendHealth)

@@ -17,26 +17,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from llmcache_sidecar.config import Settings
-
-#: keys deleted per UNLINK during an invalidation (and SCAN page size)
-INVALIDATE_BATCH = 500
-
-_GLOB_SPECIAL = str.maketrans({char: "\\" + char for char in "*?[]\\"})
+from llmcache_sidecar.invalidation import invalidate_redis, key_pattern
 
 
 def stats_key(cache: str) -> str:
     return f"llmcache:{cache}:stats"
-
-
-def key_pattern(cache: str, *, revision: str | None = None, tenant: str | None = None) -> str:
-    """Redis glob for the entries of one cache, narrowed to a revision and/or a tenant.
-
-    Neither part may contain ':' (cache names and revisions are validated, tenants match
-    ``TENANT_PATTERN``), so ``*`` can only stand for whole key segments here."""
-    def part(value: str | None) -> str:
-        return "*" if value is None else value.translate(_GLOB_SPECIAL)
-
-    return f"llmcache:{part(cache)}:{part(revision)}:{part(tenant)}:e:*"
 
 
 def key_matches(key: str, cache: str, *, revision: str | None, tenant: str | None) -> bool:
@@ -95,18 +80,8 @@ class RedisExactTier:
         await self.client.set(key, value, ex=ttl)
 
     async def invalidate(self, cache: str, *, revision: str | None = None, tenant: str | None = None) -> int:
-        """SCAN + UNLINK in batches: never blocks Redis the way KEYS/DEL on many keys would."""
-        deleted = 0
-        batch: list[bytes] = []
-        async for key in self.client.scan_iter(match=key_pattern(cache, revision=revision, tenant=tenant),
-                                               count=INVALIDATE_BATCH):
-            batch.append(key)
-            if len(batch) >= INVALIDATE_BATCH:
-                deleted += await self.client.unlink(*batch)
-                batch = []
-        if batch:
-            deleted += await self.client.unlink(*batch)
-        return deleted
+        """SCAN + UNLINK in batches (:mod:`llmcache_sidecar.invalidation`): never blocks Redis."""
+        return await invalidate_redis(self.client, cache, revision=revision, tenant=tenant)
 
     async def count(self, cache: str) -> int:
         total = 0

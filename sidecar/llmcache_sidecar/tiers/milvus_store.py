@@ -12,7 +12,6 @@ scalars ``revision``, ``tenant``, ``scope``, ``created_at``, ``expires_at`` (uni
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..invalidation import milvus_filter as filter_for  # noqa: F401 - re-exported for the tier
 from .vector_index import IndexEntry
 
 log = logging.getLogger(__name__)
@@ -48,20 +48,6 @@ def collection_name(cache_name: str) -> str:
 
 def is_local(uri: str) -> bool:
     return "://" not in uri
-
-
-def literal(value: str) -> str:
-    """A string literal for a Milvus filter expression (tenant ids come from request headers)."""
-    return json.dumps(value)
-
-
-def filter_for(*, revision: str | None = None, tenant: str | None = None) -> str:
-    parts = []
-    if revision is not None:
-        parts.append(f"revision == {literal(revision)}")
-    if tenant is not None:
-        parts.append(f"tenant == {literal(tenant)}")
-    return " and ".join(parts) or 'key != ""'
 
 
 def fits(entry: IndexEntry) -> bool:

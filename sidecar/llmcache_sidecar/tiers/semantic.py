@@ -133,6 +133,11 @@ class MilvusSemanticTier:
     async def count(self) -> int:
         return len(self._index)
 
+    def forget(self, revision: str) -> int:
+        """Drop the in-process entries of ``revision`` (left behind at a revision switch; Milvus
+        is the operator's to clean); return how many."""
+        return self._change(lambda index: index.remove_all(index.keys_where(revision=revision, tenant=None)))
+
     # -- lifetime --------------------------------------------------------------------------
 
     async def start(self) -> None:
