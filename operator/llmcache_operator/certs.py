@@ -7,10 +7,13 @@ only the serving certificate is re-issued when it no longer fits (names changed,
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -182,3 +185,25 @@ def ensure(existing: TLSBundle | None, names: Sequence[str], now: datetime.datet
         return existing
     cert, key = _issue(ca_cert, ca_key, names, now)
     return TLSBundle(existing.ca_cert, existing.ca_key, _pem(cert), _key_pem(key))
+
+
+def tls_secret(name: str, namespace: str, labels: Mapping[str, str], bundle: TLSBundle) -> dict[str, Any]:
+    """The Secret keeping ``bundle`` across restarts (``kubernetes.io/tls`` plus the CA and its key)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "data": {key: base64.b64encode(value).decode("ascii") for key, value in bundle.as_secret_data().items()},
+    }
+
+
+def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, bytes]:
+    """A Secret's ``data``, base64-decoded; undecodable entries are left out."""
+    decoded: dict[str, bytes] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            decoded[key] = base64.b64decode(str(value), validate=True)
+        except binascii.Error:
+            continue
+    return decoded

@@ -74,8 +74,10 @@ OPERATOR_CALLS: frozenset[Call] = frozenset({
     *((verb, "", "services") for verb in ("get", "create", "patch")),
     *((verb, "", "configmaps") for verb in ("get", "create", "patch")),
     *((verb, "", "secrets") for verb in ("get", "create")),
-    # The injection webhook (admission.py): its TLS Secret (re-issued in place) and configuration.
+    # The injection webhook (admission.py): its TLS Secret (re-issued in place), its configuration,
+    # and the Event about a pod naming a missing LLMCache (kopf's poster does not serve webhooks).
     ("patch", "", "secrets"),
+    ("create", "", "events"),
     *((verb, "admissionregistration.k8s.io", "mutatingwebhookconfigurations") for verb in ("get", "create", "patch")),
 })
 

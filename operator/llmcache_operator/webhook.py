@@ -8,12 +8,15 @@ only).  The annotation wins when both are set.  See docs/injection.md.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import datetime
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import names
 from .context import CacheContext, locked_down_container
+from .settings import OperatorConfig
+from .spec import SpecError, parse_spec
 
 INJECT_KEY = "llmcache.dev/inject"
 INJECTED_ANNOTATION = "llmcache.dev/injected"
@@ -157,3 +160,62 @@ def injected_pod(pod: Mapping[str, Any], cache: CacheContext, options: Injection
     metadata["annotations"] = {**(metadata.get("annotations") or {}), INJECTED_ANNOTATION: "true"}
     return result
 
+
+
+@dataclass(frozen=True)
+class Review:
+    """The webhook's answer for one pod: the pod to admit instead (``None``: unchanged) and a warning."""
+
+    pod: dict[str, Any] | None = None
+    warning: str | None = None
+    reason: str | None = None
+
+
+def review_pod(
+    pod: Mapping[str, Any],
+    namespace: str,
+    find_spec: Callable[[str], Mapping[str, Any] | None],
+    config: OperatorConfig,
+    options: InjectionOptions,
+) -> Review:
+    """Decide what happens to a pod being created in ``namespace``.
+
+    ``find_spec(name)`` gives the spec of the LLMCache ``name`` in that namespace, or ``None``.
+    A missing or invalid LLMCache admits the pod unchanged, with a warning that says why.
+    """
+    cache = requested_cache(pod)
+    if cache is None or is_injected(pod):
+        return Review()
+    spec = find_spec(cache)
+    if spec is None:
+        return Review(
+            warning=f"llmcache: LLMCache {namespace}/{cache} does not exist; the pod runs without the cache sidecar",
+            reason="LLMCacheNotFound",
+        )
+    try:
+        context = CacheContext(cache, namespace, parse_spec(spec), config)
+    except SpecError as exc:
+        return Review(
+            warning=f"llmcache: LLMCache {namespace}/{cache} is invalid ({exc}); the pod runs without the cache sidecar",
+            reason="LLMCacheInvalid",
+        )
+    return Review(pod=injected_pod(pod, context, options))
+
+
+def warning_event(pod: Mapping[str, Any], namespace: str, review: Review, name: str, now: datetime.datetime) -> dict[str, Any]:
+    """A ``Warning`` Event about a pod being created (it has no uid yet, maybe no name)."""
+    metadata = pod.get("metadata") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": metadata.get("name") or metadata.get("generateName") or ""},
+        "type": "Warning",
+        "reason": review.reason or "LLMCacheInjection",
+        "message": review.warning or "",
+        "source": {"component": names.MANAGED_BY},
+        "reportingComponent": names.MANAGED_BY,
+        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "count": 1,
+    }

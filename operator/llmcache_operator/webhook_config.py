@@ -17,6 +17,7 @@ from typing import Any, Literal
 from llmcache_sidecar.config import parse_host_port
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from llmcache_operator import names
 from llmcache_operator.webhook import INJECT_KEY
 
 ENV_PREFIX = "LLMCACHE_WEBHOOK_"
@@ -40,10 +41,12 @@ class WebhookSettings(BaseModel):
     url: str | None = Field(None, description="call this URL instead of the Service (operator outside the cluster)")
     configuration: str = Field("llmcache-sidecar-injector", description="name of the MutatingWebhookConfiguration")
     manage_configuration: bool = Field(True, description="create/update the MutatingWebhookConfiguration")
-    cert_mode: Literal["self-signed", "cert-manager"] = "self-signed"
+    cert_mode: Literal["self-signed", "cert-manager", "provided"] = Field(
+        "self-signed", description="self-signed: the operator keeps a CA in cert_secret; else the certificate is mounted at cert_dir",
+    )
     cert_secret: str = Field("llmcache-webhook-tls", description="Secret holding the CA and serving certificate")
     certificate: str | None = Field(None, description="cert-manager Certificate to inject the CA from; unset means cert_secret")
-    cert_dir: str = Field("/tmp/llmcache-webhook", description="self-signed: where files are written; cert-manager: where the Secret is mounted")
+    cert_dir: str = Field("/tmp/llmcache-webhook", description="self-signed: where files are written; else where tls.crt, tls.key, ca.crt are mounted")
     extra_sans: tuple[str, ...] = Field((), description="more names/IPs for the self-signed certificate (comma-separated)")
     timeout_seconds: int = Field(5, ge=1, le=30)
     failure_policy: Literal["Ignore", "Fail"] = "Ignore"
@@ -66,6 +69,10 @@ class WebhookSettings(BaseModel):
     def listen_address(self) -> tuple[str, int]:
         return parse_host_port(self.listen)
 
+    @property
+    def operator_manages_certificate(self) -> bool:
+        return self.cert_mode == "self-signed"
+
 
 def load_webhook_settings(environ: Mapping[str, str]) -> WebhookSettings:
     """Settings from ``LLMCACHE_WEBHOOK_*``; the namespace defaults to the service account's."""
@@ -81,6 +88,11 @@ def load_webhook_settings(environ: Mapping[str, str]) -> WebhookSettings:
     except ValidationError as exc:
         problems = [f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors() if e["loc"]]
         raise ValueError("invalid webhook settings: " + "; ".join(problems)) from None
+
+
+def webhook_labels() -> dict[str, str]:
+    """Labels of the webhook's own objects (its configuration and TLS Secret)."""
+    return {names.NAME_LABEL: "llmcache", names.MANAGED_BY_LABEL: names.MANAGED_BY, names.COMPONENT_LABEL: "webhook"}
 
 
 def client_config(settings: WebhookSettings, ca_bundle: bytes | None) -> dict[str, Any]:
@@ -115,14 +127,7 @@ def _webhook(name: str, settings: WebhookSettings, ca_bundle: bytes | None, *, o
 
 def mutating_webhook_configuration(settings: WebhookSettings, ca_bundle: bytes | None) -> dict[str, Any]:
     """The MutatingWebhookConfiguration of the injector (cluster-scoped, so no owner)."""
-    metadata: dict[str, Any] = {
-        "name": settings.configuration,
-        "labels": {
-            "app.kubernetes.io/name": "llmcache",
-            "app.kubernetes.io/managed-by": "llmcache-operator",
-            "app.kubernetes.io/component": "webhook",
-        },
-    }
+    metadata: dict[str, Any] = {"name": settings.configuration, "labels": webhook_labels()}
     if settings.cert_mode == "cert-manager":
         certificate = settings.certificate or settings.cert_secret
         metadata["annotations"] = {CA_INJECT_ANNOTATION: f"{settings.namespace}/{certificate}"}

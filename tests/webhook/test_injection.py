@@ -10,12 +10,14 @@ import pytest
 from llmcache_operator.webhook import (
     CONTAINER_NAME,
     InjectionOptions,
+    Review,
     injected_pod,
     is_injected,
     requested_cache,
+    review_pod,
     sidecar_container,
 )
-from llmcache_operator.settings import DEFAULT_SIDECAR_IMAGE
+from llmcache_operator.settings import DEFAULT_SIDECAR_IMAGE, OperatorConfig
 from tests.webhook.pods import CACHE_SPEC, app_pod, cache_context, validate_pod
 
 NATIVE = InjectionOptions(native_sidecar=True)
@@ -136,3 +138,29 @@ def test_requested_cache_prefers_the_annotation_then_the_label() -> None:
     assert requested_cache(app_pod(annotation=None)) is None
     assert requested_cache(app_pod(annotation="  ")) is None
     assert requested_cache({}) is None
+
+
+def test_review_injects_a_pod_naming_an_existing_cache() -> None:
+    review = review_pod(app_pod(), "team-a", {"demo": CACHE_SPEC}.get, OperatorConfig(), NATIVE)
+    assert review.warning is None and review.pod is not None
+    assert review.pod["spec"]["initContainers"][0]["name"] == CONTAINER_NAME
+
+
+def test_review_admits_unchanged_with_a_warning_when_the_cache_is_missing() -> None:
+    review = review_pod(app_pod(annotation="nope"), "team-a", {"demo": CACHE_SPEC}.get, OperatorConfig(), NATIVE)
+    assert review.pod is None and review.reason == "LLMCacheNotFound"
+    assert "team-a/nope" in review.warning
+
+
+def test_review_admits_unchanged_with_a_warning_when_the_cache_is_invalid() -> None:
+    bad = {**CACHE_SPEC, "sidecar": {"port": 9090, "metricsPort": 9090}}
+    review = review_pod(app_pod(), "team-a", {"demo": bad}.get, OperatorConfig(), NATIVE)
+    assert review.pod is None and review.reason == "LLMCacheInvalid"
+    assert "port and metricsPort must differ" in review.warning
+
+
+def test_review_ignores_pods_that_do_not_ask_or_are_injected() -> None:
+    specs = {"demo": CACHE_SPEC}.get
+    assert review_pod(app_pod(annotation=None), "team-a", specs, OperatorConfig(), NATIVE) == Review()
+    injected = injected_pod(app_pod(), DEMO, NATIVE)
+    assert review_pod(injected, "team-a", specs, OperatorConfig(), NATIVE) == Review()
