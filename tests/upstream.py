@@ -441,6 +441,16 @@ def _choices(body: Mapping[str, Any]) -> range:
     return range(max(1, int(body.get("n") or 1)))
 
 
+def token_logprob(piece: str) -> dict[str, Any]:
+    """A made-up but deterministic log probability entry for one streamed piece."""
+    return {"token": piece, "logprob": -round((len(piece) % 7) / 10, 1), "bytes": list(piece.encode()), "top_logprobs": []}
+
+
+def expected_logprobs(text: str) -> dict[str, Any]:
+    """The ``logprobs`` of a choice whose request asked for them (``logprobs: true``)."""
+    return {"content": [token_logprob(piece) for piece in split_tokens(text)], "refusal": None}
+
+
 def chat_completion(body: Mapping[str, Any], revision: str, created: int) -> dict[str, Any]:
     model = body.get("model", DEFAULT_MODEL)
     digest = request_digest(body, revision)
@@ -456,7 +466,8 @@ def chat_completion(body: Mapping[str, Any], revision: str, created: int) -> dic
             content, finish = expected_chat(body, revision, index)
             message = {"role": "assistant", "content": content}
             completion += count_tokens(content)
-        choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish})
+        logprobs = expected_logprobs(message["content"]) if body.get("logprobs") and message["content"] else None
+        choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
     return {
         "id": f"chatcmpl-{digest[:24]}",
         "object": "chat.completion",
@@ -475,8 +486,8 @@ def chat_chunks(body: Mapping[str, Any], revision: str, created: int) -> Iterato
     base = {"id": f"chatcmpl-{digest[:24]}", "object": "chat.completion.chunk", "created": created,
             "model": body.get("model", DEFAULT_MODEL), "system_fingerprint": f"fp_rev{revision}"}
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
     completion = 0
     for index in _choices(body):
@@ -493,7 +504,8 @@ def chat_chunks(body: Mapping[str, Any], revision: str, created: int) -> Iterato
             content, finish = expected_chat(body, revision, index)
             yield chunk(index, {"role": "assistant", "content": ""})
             for piece in split_tokens(content):
-                yield chunk(index, {"content": piece})
+                logprobs = {"content": [token_logprob(piece)], "refusal": None} if body.get("logprobs") else None
+                yield chunk(index, {"content": piece}, logprobs=logprobs)
             yield chunk(index, {}, finish)
             completion += count_tokens(content)
     yield {**base, "choices": [], "usage": _usage(body, completion)}

@@ -14,6 +14,7 @@ from tests.upstream import (
     TestUpstream,
     expected_chat,
     expected_completion,
+    expected_logprobs,
     expected_tool_call,
     split_tokens,
 )
@@ -276,3 +277,24 @@ async def test_client_leaving_mid_stream_does_not_hurt_the_sidecar(client: opena
     body = {**BODY, "messages": user("and another question")}
     assert (await chat(client, **body)).cache == MISS
     assert (await chat(client, **body)).cache == HIT
+
+
+@pytest.mark.parametrize("store_stream", [False, True], ids=["store-json", "store-stream"])
+async def test_logprobs_survive(client: openai.AsyncOpenAI, upstream: TestUpstream, store_stream: bool) -> None:
+    body = {**BODY, "messages": user("how sure are you?"), "logprobs": True}
+    create = client.chat.completions.create
+    if store_stream:
+        stream = await create(stream=True, **body)
+        [chunk async for chunk in stream]
+    else:
+        await create(**body)
+    hit = await client.chat.completions.with_raw_response.create(**body)
+    assert hit.headers["x-llmcache"] == HIT
+    logprobs = hit.parse().choices[0].logprobs
+    assert logprobs is not None
+    assert logprobs.model_dump()["content"] == expected_logprobs(expected_chat(body)[0])["content"]
+    streamed = await create(stream=True, **body)
+    pieces = [entry.model_dump() for chunk in [c async for c in streamed] for choice in chunk.choices
+              if choice.logprobs and choice.logprobs.content for entry in choice.logprobs.content]
+    assert pieces == expected_logprobs(expected_chat(body)[0])["content"]
+    assert upstream.calls[CHAT] == 1
