@@ -13,11 +13,11 @@ import kopf
 import pytest
 import yaml
 
-from llmcache_operator import admission
+from llmcache_operator import admission, certs
 from llmcache_operator.__main__ import parse_args
 from llmcache_operator.runtime import Runtime
 from llmcache_operator.settings import OperatorConfig
-from llmcache_operator.webhook_config import load_webhook_settings
+from llmcache_operator.webhook_config import load_webhook_settings, mutating_webhook_configuration
 from tests.chart.helmchart import CHART_DIR, NAMESPACE, VALUE_SETS, container_env, find, manifests, one, operator_container
 
 
@@ -109,3 +109,28 @@ def test_webhook_enabled_switches_the_injector(value_set: str, handlers: list[st
     if not handlers:
         objects = manifests(VALUE_SETS[value_set])
         assert not find(objects, "Service") and not find(objects, "Certificate")
+
+
+@pytest.mark.parametrize("value_set", ["defaults", "cert-manager", "provided-certificate"])
+def test_release_owned_webhook_objects_are_the_ones_the_operator_fills_in(value_set: str) -> None:
+    """The chart creates the (empty) webhook configuration and TLS Secret so that uninstalling
+    removes them; they must carry the names and the cert-manager annotation the operator uses."""
+    hook, objects, _ = _webhook_settings_and_objects(VALUE_SETS[value_set])
+    shell = one(objects, "MutatingWebhookConfiguration", hook.configuration)
+    assert "webhooks" not in shell  # the operator owns them (and their caBundle)
+    operator_view = mutating_webhook_configuration(hook, None)
+    assert shell["metadata"].get("annotations") == operator_view["metadata"].get("annotations")
+    secrets = find(objects, "Secret", hook.cert_secret)
+    if hook.operator_manages_certificate:
+        (secret,) = secrets
+        assert secret["type"] == certs.tls_secret(hook.cert_secret, hook.namespace, {}, certs.generate(["x"]))["type"]
+        assert secret["metadata"]["namespace"] == hook.namespace
+    else:
+        assert not secrets  # mounted from cert-manager's or the user's Secret
+
+
+def test_no_webhook_configuration_when_the_operator_does_not_manage_it() -> None:
+    objects = manifests({"webhook": {"manageConfiguration": False}})
+    assert not find(objects, "MutatingWebhookConfiguration")
+    env = container_env(operator_container(objects))
+    assert load_webhook_settings(env).manage_configuration is False

@@ -20,7 +20,7 @@ from llmcache_operator.settings import OperatorConfig
 from tests.chart.helmchart import NAMESPACE, RELEASE, VALUE_SETS, container_env, manifests, operator_container
 from tests.chart.rbac import Authorizer, request_from_http
 from tests.operator.conftest import NAMESPACE as APP_NAMESPACE
-from tests.operator.conftest import Cluster, StartOperator, cluster, emulator, kmock_options, start_operator  # noqa: F401
+from tests.operator.conftest import Cluster, StartOperator, cluster, emulator, kmock_options, resource_key, start_operator  # noqa: F401
 
 ACCOUNT = f"{RELEASE}-llmcache-operator"
 #: The token of the kubeconfig tests/operator's ``start_operator`` writes.
@@ -88,10 +88,16 @@ async def test_every_request_of_the_running_operator_is_allowed(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     watched = values.get("operator", {}).get("watchNamespaces", ())
+    # What Helm creates before the operator starts: the webhook configuration and TLS Secret shells.
+    for obj in manifests(values):
+        if obj["kind"] in ("MutatingWebhookConfiguration", "Secret"):
+            res = kube.MUTATING_WEBHOOK_CONFIGURATIONS if obj["kind"] == "MutatingWebhookConfiguration" else kube.SECRETS
+            cluster.emulator.objects[resource_key(res), obj["metadata"].get("namespace"), obj["metadata"]["name"]] = obj
     await start_operator(modules=HANDLER_MODULES, config=OperatorConfig.from_env(env), namespaces=watched)
     configuration = env["LLMCACHE_WEBHOOK_CONFIGURATION"]
     await cluster.wait_for(
-        lambda: exists(cluster, kube.MUTATING_WEBHOOK_CONFIGURATIONS, configuration, namespace=None), what="the webhook configuration",
+        lambda: cluster.emulator.objects[resource_key(kube.MUTATING_WEBHOOK_CONFIGURATIONS), None, configuration].get("webhooks"),
+        what="the operator to fill in the chart's webhook configuration",
     )
     await exercise(cluster)
 
@@ -106,7 +112,9 @@ async def test_every_request_of_the_running_operator_is_allowed(
     assert not refused, "the chart's RBAC would refuse:\n" + "\n".join(refused)
     # The replay saw the whole life cycle, the webhook's set-up included.
     seen = {(r.verb, r.resource) for r in resource_requests}
-    assert {("create", "mutatingwebhookconfigurations"), ("create", "secrets"), ("create", "statefulsets"),
+    assert {("patch", "mutatingwebhookconfigurations"), ("create", "secrets"), ("create", "statefulsets"),
             ("delete", "deployments"), ("patch", "llmcaches/status"), ("watch", "llmcaches")} <= seen
-    webhook_secret_calls = [r for r in resource_requests if r.resource == "secrets" and r.namespace == NAMESPACE]
-    assert bool(webhook_secret_calls) is (value_set == "defaults")  # cert-manager: mounted, never read
+    # The chart's shells are filled in, never created anew (so `helm uninstall` removes them).
+    assert ("create", "mutatingwebhookconfigurations") not in seen
+    webhook_secret_calls = {r.verb for r in resource_requests if r.resource == "secrets" and r.namespace == NAMESPACE}
+    assert webhook_secret_calls == ({"get", "patch"} if value_set == "defaults" else set())  # cert-manager: mounted
