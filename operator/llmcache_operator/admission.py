@@ -96,7 +96,8 @@ async def ensure_tls_secret(api: KubeApi, hook: WebhookSettings) -> certs.TLSBun
                 raise
             return await ensure_tls_secret(api, hook)  # another replica was first: use its CA
     elif bundle != existing:
-        await api.patch(SECRETS, hook.namespace, hook.cert_secret, {"type": manifest["type"], "data": manifest["data"]})
+        # Only the data: a Secret's type is immutable (the chart pre-creates it, empty, as kubernetes.io/tls).
+        await api.patch(SECRETS, hook.namespace, hook.cert_secret, {"data": manifest["data"]})
     return bundle
 
 

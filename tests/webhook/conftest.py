@@ -13,7 +13,7 @@ import base64
 import copy
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ WEBHOOK_NAMESPACE = "llmcache-system"
 TLS_SECRET = "llmcache-webhook-tls"
 CONFIGURATION = "llmcache-sidecar-injector"
 PODS = kube.Resource("", "v1", "pods", "Pod")
+#: Login and the webhook, no reconciling: the webhook must work whatever the reconciler does.
+WEBHOOK_ONLY = ("tests.webhook.login", "llmcache_operator.admission")
 
 
 def stored(cluster: Cluster, res: kube.Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -112,9 +114,12 @@ StartInjector = Callable[..., Awaitable[Injector]]
 async def start_injector(
     cluster: Cluster, start_operator: Callable[..., Awaitable[None]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[StartInjector]:
-    """``await start_injector(server_version=..., **env)``: the operator with the webhook, ready."""
+    """``await start_injector(server_version=..., modules=..., **env)``: the operator with the webhook, ready.
 
-    async def start(server_version: str | None = None, **env: str) -> Injector:
+    ``env`` sets ``LLMCACHE_WEBHOOK_<KEY>``; ``server_version`` ("1.29") is what ``/version`` says.
+    """
+
+    async def start(server_version: str | None = None, modules: Sequence[str] = WEBHOOK_ONLY, **env: str) -> Injector:
         port = free_port()
         settings = {
             "LISTEN": f"127.0.0.1:{port}",
@@ -131,13 +136,15 @@ async def start_injector(
         if server_version is not None:
             major, minor = server_version.split(".")
             cluster.emulator["get /version"] << {"major": major, "minor": minor, "gitVersion": f"v{server_version}.0"}
-        # Login only (no reconciling): the webhook must work whatever the reconciler does.
-        await start_operator(modules=("tests.webhook.login", "llmcache_operator.admission"))
+        await start_operator(modules=modules)
         injector = Injector(cluster, f"https://127.0.0.1:{port}/{HANDLER_ID}", b"")
         await cluster.wait_for(injector.configuration, what="the MutatingWebhookConfiguration")
-        secret = stored(cluster, kube.SECRETS, WEBHOOK_NAMESPACE, TLS_SECRET)
-        assert secret is not None, "the operator stored no CA"
-        injector.ca_pem = base64.b64decode(secret["data"]["ca.crt"])
+        if settings.get("CERT_MODE", "self-signed") == "self-signed":
+            secret = stored(cluster, kube.SECRETS, WEBHOOK_NAMESPACE, TLS_SECRET)
+            assert secret is not None, "the operator stored no CA"
+            injector.ca_pem = base64.b64decode(secret["data"]["ca.crt"])
+        else:  # mounted, as cert-manager writes it
+            injector.ca_pem = (Path(settings["CERT_DIR"]) / "ca.crt").read_bytes()
         return injector
 
     yield start

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import kubernetes_validate
 
 from llmcache_operator import certs, kube
+from llmcache_operator.__main__ import HANDLER_MODULES
 from llmcache_operator.webhook import CONTAINER_NAME
 from tests.operator.conftest import Cluster
 from tests.webhook.conftest import TLS_SECRET, WEBHOOK_NAMESPACE, Injector, StartInjector
@@ -113,9 +115,43 @@ async def test_a_stored_ca_is_reused_across_restarts(cluster: Cluster, start_inj
     cluster.emulator.objects["v1/secrets", WEBHOOK_NAMESPACE, TLS_SECRET] = secret
     injector = await start_injector()
     assert injector.ca_pem == earlier.ca_cert
-    assert cluster.calls("patch", kube.SECRETS) == [] and cluster.calls("create", kube.SECRETS) == [] or all(
-        request.name != TLS_SECRET for request in cluster.calls("patch", kube.SECRETS) + cluster.calls("create", kube.SECRETS)
-    )
+    assert cluster.calls("patch", kube.SECRETS) == [] and cluster.calls("create", kube.SECRETS) == []
     await cache_ready(cluster, injector)
     pod = app_pod_in(NAMESPACE)
     assert "patch" in await injector.review(pod, NAMESPACE)  # the server presents a cert of the old CA
+
+
+async def test_an_empty_secret_from_the_chart_is_filled(cluster: Cluster, start_injector: StartInjector) -> None:
+    empty = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+             "metadata": {"name": TLS_SECRET, "namespace": WEBHOOK_NAMESPACE}, "data": {"tls.crt": "", "tls.key": ""}}
+    cluster.emulator.objects["v1/secrets", WEBHOOK_NAMESPACE, TLS_SECRET] = empty
+    injector = await start_injector()
+    assert injector.ca_pem.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert [request.name for request in cluster.calls("patch", kube.SECRETS)] == [TLS_SECRET]
+    response = await injector.review(app_pod_in(NAMESPACE, annotation=None), NAMESPACE)  # TLS verified against it
+    assert response["allowed"] is True
+
+
+async def test_the_whole_operator_serves_the_webhook(cluster: Cluster, start_injector: StartInjector) -> None:
+    injector = await start_injector(server_version="1.30", modules=HANDLER_MODULES)  # what llmcache-operator runs
+    await cache_ready(cluster, injector)
+    pod = app_pod_in(NAMESPACE)
+    result = injector.patched(pod, await injector.review(pod, NAMESPACE))
+    validate_pod(result)
+    assert result["spec"]["initContainers"][0]["name"] == CONTAINER_NAME
+
+
+async def test_cert_manager_mode_serves_the_mounted_certificate(cluster: Cluster, start_injector: StartInjector, tmp_path: Path) -> None:
+    mounted = tmp_path / "mounted-tls"
+    mounted.mkdir()
+    issued = certs.generate(certs.service_dns_names("llmcache-webhook", WEBHOOK_NAMESPACE) + ["127.0.0.1"])
+    for key, value in {"tls.crt": issued.cert, "tls.key": issued.key, "ca.crt": issued.ca_cert}.items():
+        (mounted / key).write_bytes(value)
+    injector = await start_injector(CERT_MODE="cert-manager", CERT_DIR=str(mounted), CERTIFICATE="llmcache-webhook")
+    configuration = injector.configuration()
+    kubernetes_validate.validate(configuration, "1.29", strict=True)
+    assert configuration["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": f"{WEBHOOK_NAMESPACE}/llmcache-webhook"}
+    assert base64.b64decode(configuration["webhooks"][0]["clientConfig"]["caBundle"]) == issued.ca_cert
+    assert [call for call in cluster.calls() if call.resource is not None and call.resource.plural == "secrets"] == []
+    response = await injector.review(app_pod_in(NAMESPACE, annotation=None), NAMESPACE)  # TLS verified against ca.crt
+    assert response["allowed"] is True
