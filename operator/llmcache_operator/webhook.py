@@ -130,6 +130,17 @@ def sidecar_volumes(cache: CacheContext) -> list[dict[str, Any]]:
     ]
 
 
+def port_conflicts(pod: Mapping[str, Any], cache: CacheContext) -> list[int]:
+    """The sidecar's ports that a container of the pod declares already (they share one network)."""
+    spec = pod.get("spec") or {}
+    declared = {
+        port.get("containerPort")
+        for container in (spec.get("containers") or []) + (spec.get("initContainers") or [])
+        for port in container.get("ports") or []
+    }
+    return sorted(declared & {cache.spec.sidecar.port, cache.spec.sidecar.metrics_port})
+
+
 def _with_base_url(container: Mapping[str, Any], base_url: str) -> dict[str, Any]:
     result = dict(container)
     env = list(container.get("env") or [])
@@ -198,6 +209,15 @@ def review_pod(
         return Review(
             warning=f"llmcache: LLMCache {namespace}/{cache} is invalid ({exc}); the pod runs without the cache sidecar",
             reason="LLMCacheInvalid",
+        )
+    clashes = port_conflicts(pod, context)
+    if clashes:
+        return Review(
+            warning=(
+                f"llmcache: the pod already uses port(s) {', '.join(map(str, clashes))}, which LLMCache {namespace}/{cache} "
+                "gives the sidecar (spec.sidecar.port, metricsPort); the pod runs without the cache sidecar"
+            ),
+            reason="LLMCachePortConflict",
         )
     return Review(pod=injected_pod(pod, context, options))
 

@@ -143,7 +143,7 @@ async def start_injector(
             secret = stored(cluster, kube.SECRETS, WEBHOOK_NAMESPACE, TLS_SECRET)
             assert secret is not None, "the operator stored no CA"
             injector.ca_pem = base64.b64decode(secret["data"]["ca.crt"])
-        else:  # mounted, as cert-manager writes it
+        elif (Path(settings["CERT_DIR"]) / "ca.crt").is_file():  # mounted, as cert-manager writes it
             injector.ca_pem = (Path(settings["CERT_DIR"]) / "ca.crt").read_bytes()
         return injector
 

@@ -10,8 +10,8 @@ import kubernetes_validate
 from llmcache_operator import certs, kube
 from llmcache_operator.__main__ import HANDLER_MODULES
 from llmcache_operator.webhook import CONTAINER_NAME
-from tests.operator.conftest import Cluster
-from tests.webhook.conftest import TLS_SECRET, WEBHOOK_NAMESPACE, Injector, StartInjector
+from tests.operator.conftest import Cluster, resource_key
+from tests.webhook.conftest import CONFIGURATION, TLS_SECRET, WEBHOOK_NAMESPACE, Injector, StartInjector
 from tests.webhook.pods import CACHE_SPEC, app_pod, validate_pod
 
 NAMESPACE = "apps"  # the harness's namespace for LLMCaches
@@ -155,3 +155,20 @@ async def test_cert_manager_mode_serves_the_mounted_certificate(cluster: Cluster
     assert [call for call in cluster.calls() if call.resource is not None and call.resource.plural == "secrets"] == []
     response = await injector.review(app_pod_in(NAMESPACE, annotation=None), NAMESPACE)  # TLS verified against ca.crt
     assert response["allowed"] is True
+
+
+async def test_without_a_mounted_ca_the_injected_ca_bundle_is_kept(cluster: Cluster, start_injector: StartInjector, tmp_path: Path) -> None:
+    mounted = tmp_path / "mounted-tls"
+    mounted.mkdir()
+    issued = certs.generate(["127.0.0.1"])
+    (mounted / "tls.crt").write_bytes(issued.cert)
+    (mounted / "tls.key").write_bytes(issued.key)
+    injected = base64.b64encode(issued.ca_cert).decode()  # what cert-manager's CA injector put there
+    cluster.serve(kube.MUTATING_WEBHOOK_CONFIGURATIONS, namespaced=False)
+    cluster.emulator.objects[resource_key(kube.MUTATING_WEBHOOK_CONFIGURATIONS), None, CONFIGURATION] = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION}, "webhooks": [{"name": "old.llmcache.dev", "clientConfig": {"caBundle": injected}}],
+    }
+    injector = await start_injector(CERT_MODE="cert-manager", CERT_DIR=str(mounted))
+    await cluster.wait_for(lambda: len(injector.configuration()["webhooks"]) == 2, what="the operator's webhooks")
+    assert {webhook["clientConfig"]["caBundle"] for webhook in injector.configuration()["webhooks"]} == {injected}

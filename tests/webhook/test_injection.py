@@ -164,3 +164,11 @@ def test_review_ignores_pods_that_do_not_ask_or_are_injected() -> None:
     assert review_pod(app_pod(annotation=None), "team-a", specs, OperatorConfig(), NATIVE) == Review()
     injected = injected_pod(app_pod(), DEMO, NATIVE)
     assert review_pod(injected, "team-a", specs, OperatorConfig(), NATIVE) == Review()
+
+
+def test_review_refuses_to_inject_into_a_pod_using_the_sidecars_ports() -> None:
+    pod = app_pod()
+    pod["spec"]["containers"][0]["ports"].append({"name": "metrics", "containerPort": 9091})
+    review = review_pod(pod, "team-a", {"demo": CACHE_SPEC}.get, OperatorConfig(), NATIVE)
+    assert review.pod is None and review.reason == "LLMCachePortConflict"
+    assert "port(s) 9091" in review.warning
