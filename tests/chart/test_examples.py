@@ -23,16 +23,18 @@ CRD_FILE = REPO / "crds" / "llmcache.dev_llmcaches.yaml"
 
 def load_examples() -> list[tuple[str, dict[str, Any]]]:
     found = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    for path in sorted(EXAMPLES.rglob("*.yaml")):
         for index, doc in enumerate(yaml.safe_load_all(path.read_text())):
             if doc:
-                found.append((f"{path.name}#{index}", doc))
+                found.append((f"{path.relative_to(EXAMPLES)}#{index}", doc))
     return found
 
 
 EXAMPLE_DOCS = load_examples()
 LLMCACHES = [(name, doc) for name, doc in EXAMPLE_DOCS if doc["kind"] == "LLMCache"]
 BUILTINS = [(name, doc) for name, doc in EXAMPLE_DOCS if doc["kind"] != "LLMCache"]
+#: Workloads that ask for a sidecar.
+APPS = [(name, doc) for name, doc in BUILTINS if doc["kind"] == "Deployment" and requested_cache(doc["spec"]["template"])]
 
 
 def crd_schema() -> dict[str, Any]:
@@ -63,6 +65,7 @@ def unknown_fields(value: Any, schema: dict[str, Any], path: str = "") -> list[s
 
 def test_the_examples_cover_managed_external_and_an_app() -> None:
     names = {doc["metadata"]["name"]: doc for _, doc in LLMCACHES}
+    assert len(APPS) >= 2  # the production-shaped app and the quick start's
     managed = names["chat"]["spec"]
     assert managed["redis"]["mode"] == "managed" and managed["milvus"]["mode"] == "managed"
     assert managed["vllm"]["gpus"] == 1 and managed["vllm"]["enablePrefixCaching"] is True
@@ -94,8 +97,8 @@ def test_builtin_example_passes_kubernetes_validate(name: str, doc: dict[str, An
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native-sidecar", "classic-sidecar"])
-def test_the_example_app_stays_valid_once_injected(native: bool) -> None:
-    (app,) = [doc for _, doc in BUILTINS if doc["kind"] == "Deployment"]
+@pytest.mark.parametrize("name,app", APPS, ids=[name for name, _ in APPS])
+def test_the_example_app_stays_valid_once_injected(name: str, app: dict[str, Any], native: bool) -> None:
     template = app["spec"]["template"]
     cache = requested_cache(template)
     (cache_doc,) = [doc for _, doc in LLMCACHES if doc["metadata"]["name"] == cache]
