@@ -26,17 +26,30 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import kopf
 
 from . import certs, names
-from .kube import EVENTS, MUTATING_WEBHOOK_CONFIGURATIONS, SECRETS, KubeApi, KubeError, NotLoggedIn
+from .kube import (
+    EVENTS,
+    MUTATING_WEBHOOK_CONFIGURATIONS,
+    SECRETS,
+    KubeApi,
+    KubeError,
+    NotLoggedIn,
+)
 from .runtime import Runtime
 from .settings import SettingsError
 from .webhook import InjectionOptions, review_pod, warning_event
-from .webhook_config import HANDLER_ID, WebhookSettings, load_webhook_settings, mutating_webhook_configuration, webhook_labels
+from .webhook_config import (
+    HANDLER_ID,
+    WebhookSettings,
+    load_webhook_settings,
+    mutating_webhook_configuration,
+    webhook_labels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +167,7 @@ async def until_done(step: Callable[[], Awaitable[T]], what: str) -> T:
     while True:
         try:
             return await step()
-        except (KubeError, NotLoggedIn, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KubeError, NotLoggedIn, aiohttp.ClientError, OSError) as exc:
             logger.error(f"Cannot {what} (retrying in {RETRY_SECONDS:.0f}s): {exc}")
         await asyncio.sleep(RETRY_SECONDS)
 
@@ -162,14 +175,14 @@ async def until_done(step: Callable[[], Awaitable[T]], what: str) -> T:
 def _with_request_namespace(fn: kopf.WebhookFn) -> kopf.WebhookFn:
     """Fill the object's namespace from the review when the API server left it out."""
 
-    async def serve(request: kopf.Request, **kwargs: Any) -> kopf.Response:
+    async def serve(request: dict[str, Any], **kwargs: Any) -> Any:
         payload = request.get("request") or {}
         obj = payload.get("object")
         if isinstance(obj, dict) and payload.get("namespace") and not (obj.get("metadata") or {}).get("namespace"):
             obj.setdefault("metadata", {})["namespace"] = payload["namespace"]
-        return await fn(request, **kwargs)
+        return await fn(request, **kwargs)  # type: ignore[arg-type]
 
-    return serve  # type: ignore[return-value]
+    return cast(kopf.WebhookFn, serve)
 
 
 class InjectorServer(kopf.WebhookServer):
@@ -195,7 +208,7 @@ class InjectorServer(kopf.WebhookServer):
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _first(values: Iterable[T] | None) -> T | None:
@@ -207,8 +220,8 @@ def _replace(new_body: Mapping[str, Any], body: dict[str, Any]) -> None:
     body.update(copy.deepcopy(dict(new_body)))
 
 
-def llmcache_specs(name: str, namespace: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace, name): dict(spec)}
+def llmcache_specs(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace or "", name): dict(spec)}
 
 
 class Injector:
@@ -236,7 +249,7 @@ class Injector:
             review = review_pod(
                 body, namespace, lambda cache: _first(llmcache_specs.get((namespace, cache))), self.runtime.config, self.options,
             )
-        except Exception:  # noqa: BLE001 -- a bug in the injector must never refuse a pod
+        except Exception:
             logger.exception("The llmcache injector failed; admitting the pod unchanged.")
             warnings.append("llmcache: the injector failed; the pod runs without the cache sidecar")
             return
@@ -252,7 +265,7 @@ class Injector:
         """Post ``event`` quickly or not at all: the review must answer within its timeout."""
         try:
             await asyncio.wait_for(self.api.create(EVENTS, event["metadata"]["namespace"], event), EVENT_TIMEOUT_SECONDS)
-        except (KubeError, NotLoggedIn, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KubeError, NotLoggedIn, aiohttp.ClientError, OSError) as exc:
             logger.warning(f"Cannot post the Event {event['reason']}: {exc}")
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -134,7 +135,7 @@ def generate(names: Sequence[str], now: datetime.datetime | None = None) -> TLSB
     """A new CA and a serving certificate for ``names`` (DNS names or IP addresses)."""
     if not names:
         raise ValueError("a serving certificate needs at least one name")
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     ca_cert, ca_key = _new_ca(now)
     cert, key = _issue(ca_cert, ca_key, names, now)
     return TLSBundle(_pem(ca_cert), _key_pem(ca_key), _pem(cert), _key_pem(key))
@@ -159,7 +160,7 @@ def _cert_fits(bundle: TLSBundle, ca_cert: x509.Certificate, names: Sequence[str
         key = serialization.load_pem_private_key(bundle.key, password=None)
         cert.verify_directly_issued_by(ca_cert)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, TypeError, x509.ExtensionNotFound, x509.InvalidSignature):
+    except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
         return False
     return (
         key.public_key() == cert.public_key()
@@ -174,7 +175,7 @@ def ensure(existing: TLSBundle | None, names: Sequence[str], now: datetime.datet
     Keeping the CA keeps the ``caBundle`` of the webhook configuration stable across restarts
     and serving-certificate renewals.
     """
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     if existing is None:
         return generate(names, now)
     usable = _usable_ca(existing, now)

@@ -20,11 +20,17 @@ from typing import Any
 import aiohttp
 import jsonpatch
 import pytest
-
 from llmcache_operator import kube
 from llmcache_operator.webhook_config import HANDLER_ID
+
 from tests.conftest import free_port
-from tests.operator.conftest import WAIT_SECONDS, Cluster, cluster, emulator, resource_key, start_operator  # noqa: F401 (fixtures)
+from tests.operator import conftest as operator_harness
+from tests.operator.conftest import WAIT_SECONDS, Cluster, resource_key
+
+# C's harness fixtures (kopf on kmock), made visible to the tests in this folder.
+emulator = operator_harness.emulator
+cluster = operator_harness.cluster
+start_operator = operator_harness.start_operator
 
 WEBHOOK_NAMESPACE = "llmcache-system"
 TLS_SECRET = "llmcache-webhook-tls"
@@ -76,10 +82,9 @@ class Injector:
             },
         }
         context = ssl.create_default_context(cadata=self.ca_pem.decode())
-        async with aiohttp.ClientSession() as session:
-            async with session.post(self.url, json=request, ssl=context) as response:
-                assert response.status == 200, await response.text()
-                answer = await response.json()
+        async with aiohttp.ClientSession() as session, session.post(self.url, json=request, ssl=context) as response:
+            assert response.status == 200, await response.text()
+            answer = await response.json()
         assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["kind"] == "AdmissionReview"
         assert answer["response"]["uid"] == request["request"]["uid"]
         return answer["response"]

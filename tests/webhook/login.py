@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import kopf
-
 from llmcache_operator import handlers
 from llmcache_operator.runtime import Runtime
 

@@ -6,7 +6,6 @@ import copy
 from typing import Any
 
 import kubernetes_validate
-
 from llmcache_operator.context import CacheContext
 from llmcache_operator.settings import OperatorConfig
 from llmcache_operator.spec import parse_spec

@@ -6,12 +6,18 @@ import base64
 from pathlib import Path
 
 import kubernetes_validate
-
 from llmcache_operator import certs, kube
 from llmcache_operator.__main__ import HANDLER_MODULES
 from llmcache_operator.webhook import CONTAINER_NAME
+
 from tests.operator.conftest import Cluster, resource_key
-from tests.webhook.conftest import CONFIGURATION, TLS_SECRET, WEBHOOK_NAMESPACE, Injector, StartInjector
+from tests.webhook.conftest import (
+    CONFIGURATION,
+    TLS_SECRET,
+    WEBHOOK_NAMESPACE,
+    Injector,
+    StartInjector,
+)
 from tests.webhook.pods import CACHE_SPEC, app_pod, validate_pod
 
 NAMESPACE = "apps"  # the harness's namespace for LLMCaches

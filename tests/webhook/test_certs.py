@@ -6,11 +6,10 @@ import datetime
 import ssl
 
 from cryptography import x509
-
 from llmcache_operator import certs
 
 NAMES = certs.service_dns_names("llmcache-webhook", "llmcache-system")
-NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def test_generated_bundle_loads_into_ssl_and_names_the_service(tmp_path) -> None:
@@ -56,3 +55,12 @@ def test_garbage_or_partial_secret_data_gives_a_fresh_bundle() -> None:
     fresh = certs.ensure(broken, NAMES, NOW)
     assert fresh.ca_cert.startswith(b"-----BEGIN CERTIFICATE-----")
     assert certs.TLSBundle.from_secret_data(fresh.as_secret_data()) == fresh
+
+
+def test_a_leaf_from_another_ca_is_reissued_under_the_stored_ca() -> None:
+    bundle = certs.generate(NAMES, NOW)
+    stranger = certs.generate(NAMES, NOW)
+    mixed = certs.TLSBundle(bundle.ca_cert, bundle.ca_key, stranger.cert, stranger.key)
+    fixed = certs.ensure(mixed, NAMES, NOW)
+    assert fixed.ca_cert == bundle.ca_cert and fixed.cert != stranger.cert
+    x509.load_pem_x509_certificate(fixed.cert).verify_directly_issued_by(x509.load_pem_x509_certificate(bundle.ca_cert))

@@ -6,7 +6,7 @@ import copy
 
 import jsonpatch
 import pytest
-
+from llmcache_operator.settings import DEFAULT_SIDECAR_IMAGE, OperatorConfig
 from llmcache_operator.webhook import (
     CONTAINER_NAME,
     InjectionOptions,
@@ -17,7 +17,7 @@ from llmcache_operator.webhook import (
     review_pod,
     sidecar_container,
 )
-from llmcache_operator.settings import DEFAULT_SIDECAR_IMAGE, OperatorConfig
+
 from tests.webhook.pods import CACHE_SPEC, app_pod, cache_context, validate_pod
 
 NATIVE = InjectionOptions(native_sidecar=True)

@@ -6,7 +6,6 @@ import base64
 
 import kubernetes_validate
 import pytest
-
 from llmcache_operator.webhook_config import (
     HANDLER_ID,
     WebhookSettings,
