@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import kopf
 import pytest
-
 from llmcache_operator.admission import register, supports_native_sidecars
 from llmcache_operator.runtime import Runtime
 from llmcache_operator.settings import OperatorConfig, SettingsError
