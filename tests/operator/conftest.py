@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import kmock
 import pytest
 import yaml
@@ -37,6 +38,7 @@ from llmcache_operator.settings import OperatorConfig
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "llmcache.dev_llmcaches.yaml"
 NAMESPACE = "apps"
+OTHER_NAMESPACE = "other"
 WAIT_SECONDS = 15.0
 #: The operator's own handlers; tests of other modules pass theirs (e.g. the webhook) explicitly.
 CORE_MODULES: tuple[str, ...] = ("llmcache_operator.handlers",)
@@ -62,6 +64,32 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     after it (kmock re-sent every object as ADDED, and lost events written between its snapshot
     and its subscription: kopf then processed stale copies and waited forever for its patches).
     """
+
+    #: Namespaces that exist besides those holding objects (kopf lists them with ``--namespace``).
+    KNOWN_NAMESPACES = frozenset({"default", NAMESPACE, OTHER_NAMESPACE})
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock 0.8 cannot parse /api/v1/namespaces (it takes "namespaces" for a namespace prefix).
+        if raw_request.method == "GET" and raw_request.path.rstrip("/") == "/api/v1/namespaces":
+            return await self._serve_namespaces(raw_request)
+        return await super().__call__(raw_request)
+
+    async def _serve_namespaces(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.query.get("watch") != "true":
+            present = {namespace for _, namespace, _ in self.objects if namespace} | self.KNOWN_NAMESPACES
+            return aiohttp.web.json_response({
+                "apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": str(time.monotonic_ns())},
+                "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+                          for name in sorted(present)],
+            })
+        # Nothing ever changes among namespaces here: a quiet watch that ends like a server timeout.
+        response = aiohttp.web.StreamResponse()
+        await response.prepare(raw_request)
+        for _ in range(50):
+            if raw_request.transport is None or raw_request.transport.is_closing():
+                break
+            await asyncio.sleep(0.1)
+        return response
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         seen = str(time.monotonic_ns())

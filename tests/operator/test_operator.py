@@ -10,7 +10,7 @@ import yaml
 
 from llmcache_operator import kube, names
 from llmcache_operator.settings import OperatorConfig
-from tests.operator.conftest import Cluster, StartOperator
+from tests.operator.conftest import NAMESPACE, OTHER_NAMESPACE, Cluster, StartOperator
 
 MODEL = {"name": "meta-llama/Llama-3.1-8B-Instruct", "revision": "2024-09-25"}
 SPEC: dict[str, Any] = {"model": MODEL}
@@ -233,11 +233,13 @@ async def test_an_unreachable_redis_never_fails_the_cache(cluster: Cluster, star
 async def test_a_namespaced_operator_leaves_other_namespaces_alone(
     cluster: Cluster, start_operator: StartOperator,
 ) -> None:
-    await start_operator(namespaces=["elsewhere"])
-    await cluster.create_cache("demo", SPEC)
-    await cluster.settle()
-    assert "status" not in cluster.cache("demo")
-    assert child_writes(cluster) == []
+    other = Cluster(cluster.emulator, OTHER_NAMESPACE)
+    await start_operator(namespaces=[NAMESPACE])
+    await other.create_cache("theirs", SPEC)
+    await provisioned(cluster)  # ours, in the served namespace
+    assert cluster.obj(kube.CONFIGMAPS, "demo-sidecar") is not None
+    assert "status" not in other.cache("theirs")
+    assert other.names(kube.CONFIGMAPS) == set()
 
 
 async def test_a_storage_change_a_statefulset_cannot_take_fails_before_writing(
@@ -283,3 +285,34 @@ async def test_a_deleted_child_comes_back(cluster: Cluster, operator: None) -> N
     recreated = await cluster.wait_for(lambda: cluster.obj(kube.DEPLOYMENTS, "demo-vllm-2024-09-25"),
                                        what="the Deployment recreated")
     assert recreated["metadata"]["ownerReferences"][0]["uid"] == cache["metadata"]["uid"]
+
+
+async def test_the_console_script_runs_the_operator(cluster: Cluster, tmp_path: Any) -> None:
+    """``llmcache-operator`` itself, as a process: logs in from KUBECONFIG, reconciles, stops on SIGTERM."""
+    import os
+    import shutil
+    import signal
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "k",
+        "clusters": [{"name": "k", "cluster": {"server": str(cluster.emulator.url).rstrip("/")}}],
+        "users": [{"name": "k", "user": {"token": "t"}}],
+        "contexts": [{"name": "k", "context": {"cluster": "k", "user": "k"}}],
+    }))
+    script = shutil.which("llmcache-operator")
+    assert script, "pip install -e . first"
+    process = await asyncio.create_subprocess_exec(
+        script, "--namespace", "apps", env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await cluster.create_cache("demo", SPEC)
+        await cluster.wait_for(lambda: cluster.obj(kube.CONFIGMAPS, "demo-sidecar"), timeout=30,
+                               what="the ConfigMap from the process")
+        await cluster.wait_for(lambda: cluster.cache("demo").get("status", {}).get("phase") == "Provisioning",
+                               what="status from the process")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()[-2000:]
