@@ -19,19 +19,23 @@ from llmcache_operator.__main__ import HANDLER_MODULES
 from llmcache_operator.settings import OperatorConfig
 from tests.chart.helmchart import NAMESPACE, RELEASE, VALUE_SETS, container_env, manifests, operator_container
 from tests.chart.rbac import Authorizer, request_from_http
+from tests.conftest import RedisServer
 from tests.operator.conftest import NAMESPACE as APP_NAMESPACE
 from tests.operator.conftest import Cluster, StartOperator, cluster, emulator, kmock_options, resource_key, start_operator  # noqa: F401
 
 ACCOUNT = f"{RELEASE}-llmcache-operator"
 #: The token of the kubeconfig tests/operator's ``start_operator`` writes.
 OPERATOR_TOKEN = "test-token"
-MANAGED = {"model": {"name": "org/model", "revision": "r1"}, "vllm": {"gpus": 0}}
-EXTERNAL = {
-    "model": {"name": "org/model", "revision": "r1"},
-    "vllm": {"external": {"url": "http://vllm.elsewhere.svc:8000"}},
-    "redis": {"mode": "external", "url": "redis://redis.elsewhere.svc:6379/0"},
-    "milvus": {"mode": "external", "uri": "http://milvus.elsewhere.svc:19530"},
-}
+#: Everything managed but the model server: the operator creates Redis, Milvus, Secrets.
+STORE = {"model": {"name": "org/model", "revision": "r1"}, "vllm": {"external": {"url": "http://vllm.elsewhere.svc:8000"}}}
+
+
+def rolling(redis_url: str, milvus_uri: str) -> dict[str, Any]:
+    """A managed vLLM whose rollout can complete: invalidation needs a reachable Redis and Milvus."""
+    return {
+        "model": {"name": "org/model", "revision": "r1"}, "vllm": {"gpus": 0},
+        "redis": {"mode": "external", "url": redis_url}, "milvus": {"mode": "external", "uri": milvus_uri},
+    }
 
 
 def operator_environment(values: dict[str, Any], cert_dir: Path) -> dict[str, str]:
@@ -59,20 +63,20 @@ def exists(cluster: Cluster, res: kube.Resource, name: str, namespace: str | Non
     )
 
 
-async def exercise(cluster: Cluster) -> None:
-    """Create, make ready, roll out, and delete caches: every code path that calls the API."""
-    await cluster.create_cache("chat", MANAGED)
-    await cluster.create_cache("ext", EXTERNAL)
-    first = names.vllm_deployment_name("chat", "r1")
-    for res, name in ((kube.STATEFULSETS, names.redis_name("chat")), (kube.STATEFULSETS, names.milvus_name("chat")), (kube.DEPLOYMENTS, first)):
+async def exercise(cluster: Cluster, redis_url: str, milvus_uri: str) -> None:
+    """Create caches, make their workloads ready, roll one out to a new revision."""
+    await cluster.create_cache("store", STORE)
+    await cluster.create_cache("roll", rolling(redis_url, milvus_uri))
+    first = names.vllm_deployment_name("roll", "r1")
+    for res, name in ((kube.STATEFULSETS, names.redis_name("store")), (kube.STATEFULSETS, names.milvus_name("store")), (kube.DEPLOYMENTS, first)):
         await cluster.wait_for(lambda res=res, name=name: exists(cluster, res, name), what=name)
         await cluster.make_ready(res, name)
     await cluster.settle()
-    await cluster.patch_cache("chat", {"model": {"revision": "r2"}})
-    await cluster.patch_cache("ext", {"model": {"revision": "r2"}})
-    second = names.vllm_deployment_name("chat", "r2")
+    await cluster.patch_cache("roll", {"model": {"revision": "r2"}})
+    second = names.vllm_deployment_name("roll", "r2")
     await cluster.wait_for(lambda: exists(cluster, kube.DEPLOYMENTS, second), what="the new revision's Deployment")
     await cluster.make_ready(kube.DEPLOYMENTS, second)
+    await cluster.wait_for(lambda: not exists(cluster, kube.DEPLOYMENTS, first), timeout=30, what="the old revision's Deployment to go")
     await cluster.settle()
 
 
@@ -80,7 +84,8 @@ async def exercise(cluster: Cluster) -> None:
 # parse (500); the namespace-scoped RBAC is checked against kube.py's table in test_chart_rbac.
 @pytest.mark.parametrize("value_set", ["defaults", "cert-manager"])
 async def test_every_request_of_the_running_operator_is_allowed(
-    value_set: str, cluster: Cluster, start_operator: StartOperator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    value_set: str, cluster: Cluster, start_operator: StartOperator, redis_server: RedisServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     values = VALUE_SETS[value_set]
     cluster.serve(kube.MUTATING_WEBHOOK_CONFIGURATIONS, namespaced=False)
@@ -99,7 +104,7 @@ async def test_every_request_of_the_running_operator_is_allowed(
         lambda: cluster.emulator.objects[resource_key(kube.MUTATING_WEBHOOK_CONFIGURATIONS), None, configuration].get("webhooks"),
         what="the operator to fill in the chart's webhook configuration",
     )
-    await exercise(cluster)
+    await exercise(cluster, redis_server.url, str(tmp_path / "milvus.db"))
 
     authorizer = Authorizer(manifests(values), ACCOUNT, NAMESPACE)
     # The operator authenticates with the harness's kubeconfig token; the test's own writes
