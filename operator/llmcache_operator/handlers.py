@@ -4,22 +4,23 @@
 - child events (the Deployments and StatefulSets this operator labelled): converge the owner
   again, so a deleted child comes back and readiness is reported as soon as a workload changes.
 - a timer: copy the shared Redis counters into ``status.stats``.
+- a timer while a model revision rolls out: its deadline, and retries of the switch
+  (:mod:`rollout` decides, :mod:`switchover` acts).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from . import apply, names
+from . import apply, names, rollout, switchover
 from . import status as cache_status
 from .children import cache_context, desired_state
 from .context import CacheContext
-from .kube import DEPLOYMENTS, LLMCACHES, SECRETS, STATEFULSETS, KubeApi, KubeError
+from .kube import DEPLOYMENTS, LLMCACHES, STATEFULSETS, KubeApi, KubeError
 from .runtime import Runtime
 from .spec import SpecError
 from .stats import read_stats
@@ -69,7 +70,19 @@ async def child_changed(labels: Mapping[str, str], namespace: str, memo: Runtime
 async def converge(
     memo: Runtime, body: Mapping[str, Any], logger: logging.Logger, observed_generation: int | None = None,
 ) -> None:
-    """Bring the children and the status of ``body`` in line with its spec.
+    """Bring the children and the status of ``body`` in line with its spec, one handler at a time
+    per LLMCache (a rollout's switch must never run twice at once).  A rollout that commits
+    converges once more: the Service and the sidecar ConfigMap switch to the new revision."""
+    meta = body.get("metadata", {})
+    async with memo.lock_for(meta["namespace"], meta["name"]):
+        while await _converge_once(memo, body, logger, observed_generation):
+            pass
+
+
+async def _converge_once(
+    memo: Runtime, body: Mapping[str, Any], logger: logging.Logger, observed_generation: int | None,
+) -> bool:
+    """One pass of :func:`converge`; True to run another.
 
     Everything is validated and planned before the first write; a :class:`SpecError` is
     published as ``phase: Failed`` and re-raised, with nothing written.
@@ -78,8 +91,8 @@ async def converge(
     meta = body.get("metadata", {})
     try:
         ctx = cache_context(meta["name"], meta["namespace"], body.get("spec", {}), memo.config)
-        revision = ctx.spec.model.revision
-        desired = desired_state(ctx, active_revision=revision, serving_revisions=frozenset({revision}))
+        plan = await switchover.current_plan(api, ctx)
+        desired = desired_state(ctx, active_revision=plan.active, serving_revisions=plan.serving)
         owner = kopf.Body(dict(body))
         kopf.adopt(desired.manifests, owner=owner)
         writes = await apply.plan(api, ctx, desired, owner=owner)
@@ -89,7 +102,9 @@ async def converge(
     await apply.execute(api, ctx.namespace, writes)
     for write in writes:
         logger.info(f"{write.verb} {write.resource.kind} {write.name}")
-    await publish_status(api, body, ctx=ctx, active_revision=revision, observed_generation=observed_generation)
+    advanced = await switchover.advance(api, ctx, plan, memo.config, logger)
+    await publish_status(api, body, ctx=ctx, active_revision=advanced.active, observed_generation=observed_generation)
+    return advanced.replan
 
 
 async def publish_status(
@@ -116,6 +131,7 @@ async def publish_status(
     else:
         components = await observe(api, ctx, active_revision)
         new = cache_status.healthy_status(previous, ctx, components, active_revision, observed_generation, now)
+    new = rollout.decorate_status(cache_status.owned(new), previous, now)
     patch = apply.merge_diff(cache_status.owned(previous), cache_status.owned(new))
     if patch:
         await api.patch(LLMCACHES, metadata["namespace"], metadata["name"], {"status": patch}, subresource="status")
@@ -149,7 +165,7 @@ async def refresh_stats(
     password = None
     if ctx.spec.redis.mode == "managed":
         try:
-            password = await _redis_password(memo.api, ctx)
+            password = await switchover.redis_password(memo.api, ctx)
         except KubeError as exc:
             logger.debug(f"stats not refreshed: {exc}")
             return
@@ -158,10 +174,16 @@ async def refresh_stats(
         patch.status["stats"] = stats
 
 
-async def _redis_password(api: KubeApi, ctx: CacheContext) -> str | None:
-    secret = await api.get(SECRETS, ctx.namespace, names.redis_secret_name(ctx.name))
-    encoded = ((secret or {}).get("data") or {}).get("password")
-    return base64.b64decode(encoded).decode() if encoded else None
+async def rollout_tick(body: kopf.Body, status: kopf.Status, memo: Runtime, logger: logging.Logger, **_: Any) -> None:
+    """While a rollout runs: notice its deadline, and retry a switch that Redis or Milvus refused."""
+    if not status.get("rollout"):
+        return
+    try:
+        await converge(memo, body, logger)
+    except SpecError:
+        pass  # published as phase Failed
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"{exc}", delay=RETRY_DELAY_SECONDS) from exc
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
@@ -176,3 +198,4 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     for plural in ("deployments", "statefulsets"):
         kopf.on.event("apps", "v1", plural, labels=children, registry=registry)(child_changed)
     kopf.timer(*resource, interval=runtime.config.stats_interval_seconds, registry=registry)(refresh_stats)
+    kopf.timer(*resource, interval=runtime.config.rollout_check_seconds, registry=registry)(rollout_tick)

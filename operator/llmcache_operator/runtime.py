@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from .kube import KubeApi
@@ -14,3 +15,8 @@ class Runtime:
 
     config: OperatorConfig
     api: KubeApi = field(default_factory=KubeApi)
+    #: one lock per LLMCache (namespace, name): its handlers converge (and switch revisions) one at a time
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock_for(self, namespace: str, name: str) -> asyncio.Lock:
+        return self.locks.setdefault((namespace, name), asyncio.Lock())

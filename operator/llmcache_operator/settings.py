@@ -14,6 +14,9 @@ DEFAULT_REDIS_IMAGE = "redis:7.2.5-alpine"
 DEFAULT_MILVUS_IMAGE = "milvusdb/milvus:v2.4.15"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.6.3"
 DEFAULT_STATS_INTERVAL_SECONDS = 60.0
+#: A new model revision not Ready by then fails its rollout (the old one keeps serving).
+DEFAULT_ROLLOUT_DEADLINE_SECONDS = 2700.0
+DEFAULT_ROLLOUT_CHECK_SECONDS = 10.0
 
 
 class SettingsError(ValueError):
@@ -28,21 +31,32 @@ class OperatorConfig:
     vllm_image: str = DEFAULT_VLLM_IMAGE
     #: How often ``status.stats`` is refreshed from the shared Redis counters.
     stats_interval_seconds: float = DEFAULT_STATS_INTERVAL_SECONDS
+    #: How long a new model revision may take to become Ready (``LLMCACHE_ROLLOUT_DEADLINE_SECONDS``).
+    rollout_deadline_seconds: float = DEFAULT_ROLLOUT_DEADLINE_SECONDS
+    #: How often a running rollout is checked (deadline, retries of an unreachable Redis/Milvus).
+    rollout_check_seconds: float = DEFAULT_ROLLOUT_CHECK_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
         env = os.environ if environ is None else environ
-        interval_raw = env.get("LLMCACHE_STATS_INTERVAL_SECONDS") or str(DEFAULT_STATS_INTERVAL_SECONDS)
-        try:
-            interval = float(interval_raw)
-        except ValueError:
-            raise SettingsError(f"LLMCACHE_STATS_INTERVAL_SECONDS={interval_raw!r} is not a number") from None
-        if interval <= 0:
-            raise SettingsError(f"LLMCACHE_STATS_INTERVAL_SECONDS={interval_raw!r} must be > 0")
         return cls(
             sidecar_image=env.get("LLMCACHE_SIDECAR_IMAGE") or DEFAULT_SIDECAR_IMAGE,
             redis_image=env.get("LLMCACHE_REDIS_IMAGE") or DEFAULT_REDIS_IMAGE,
             milvus_image=env.get("LLMCACHE_MILVUS_IMAGE") or DEFAULT_MILVUS_IMAGE,
             vllm_image=env.get("LLMCACHE_VLLM_IMAGE") or DEFAULT_VLLM_IMAGE,
-            stats_interval_seconds=interval,
+            stats_interval_seconds=_positive(env, "LLMCACHE_STATS_INTERVAL_SECONDS", DEFAULT_STATS_INTERVAL_SECONDS),
+            rollout_deadline_seconds=_positive(env, "LLMCACHE_ROLLOUT_DEADLINE_SECONDS",
+                                               DEFAULT_ROLLOUT_DEADLINE_SECONDS),
+            rollout_check_seconds=_positive(env, "LLMCACHE_ROLLOUT_CHECK_SECONDS", DEFAULT_ROLLOUT_CHECK_SECONDS),
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be > 0")
+    return value

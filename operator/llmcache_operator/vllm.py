@@ -15,6 +15,9 @@ COMPONENT = "vllm"
 PORT = 8000
 GPU_RESOURCE = "nvidia.com/gpu"
 WEIGHTS_PATH = "/root/.cache/huggingface"
+#: Beyond the startup probe's 30 minutes of weight loading: a revision whose pods make no progress
+#: for this long gets ``ProgressDeadlineExceeded``, which fails its rollout (the old one serves on).
+PROGRESS_DEADLINE_SECONDS = 2400
 
 
 def vllm_args(ctx: CacheContext) -> list[str]:
@@ -89,6 +92,7 @@ def vllm_deployment(ctx: CacheContext, revision: str) -> dict[str, Any]:
         "metadata": metadata,
         "spec": {
             "replicas": ctx.spec.vllm.replicas,
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
             "selector": {"matchLabels": {**names.selector(ctx.name, COMPONENT), **revision_label}},
             # GPUs are scarce: replace pods one by one instead of surging onto extra GPUs.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
