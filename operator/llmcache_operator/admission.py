@@ -1,6 +1,7 @@
 """The kopf side of sidecar injection: the mutating handler, its TLS server and its configuration.
 
-- ``llmcache_specs``: an index of every LLMCache's spec, so a review needs no API call.
+- ``llmcache_specs``: an index of every LLMCache's spec, so a review needs no API call (one
+  GET only for a cache the index does not know, e.g. in the first moments after a restart).
 - ``inject_sidecar``: the ``@kopf.on.mutate`` handler for pod creations (see :mod:`webhook`).
 - :class:`InjectorServer`: kopf's HTTPS webhook server which, once the operator is logged in,
   decides the sidecar form (the API server's version), prepares the certificate (a self-signed
@@ -34,6 +35,7 @@ import kopf
 from . import certs, names
 from .kube import (
     EVENTS,
+    LLMCACHES,
     MUTATING_WEBHOOK_CONFIGURATIONS,
     SECRETS,
     KubeApi,
@@ -42,7 +44,7 @@ from .kube import (
 )
 from .runtime import Runtime
 from .settings import SettingsError
-from .webhook import InjectionOptions, review_pod, warning_event
+from .webhook import InjectionOptions, requested_cache, review_pod, warning_event
 from .webhook_config import (
     HANDLER_ID,
     WebhookSettings,
@@ -58,7 +60,9 @@ INDEX_ID = "llmcache_specs"
 #: Native sidecars (init containers with ``restartPolicy: Always``) are on by default from 1.29.
 NATIVE_SIDECAR_VERSION = (1, 29)
 RETRY_SECONDS = 10.0
-EVENT_TIMEOUT_SECONDS = 1.0
+#: Each API call a review may make (a cache missing from the index, an Event): the review must
+#: answer well within the webhook's ``timeoutSeconds``.
+API_TIMEOUT_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -246,10 +250,11 @@ class Injector:
     ) -> None:
         namespace = namespace or ""
         try:
-            review = review_pod(
-                body, namespace, lambda cache: _first(llmcache_specs.get((namespace, cache))), self.runtime.config, self.options,
-            )
-        except Exception:
+            specs = {cache: _first(llmcache_specs.get((namespace, cache))) for cache in filter(None, [requested_cache(body)])}
+            for cache in [cache for cache, spec in specs.items() if spec is None]:
+                specs[cache] = await self.fetch_spec(namespace, cache)
+            review = review_pod(body, namespace, specs.get, self.runtime.config, self.options)
+        except Exception:  # a bug in the injector must never refuse a pod: admit it unchanged
             logger.exception("The llmcache injector failed; admitting the pod unchanged.")
             warnings.append("llmcache: the injector failed; the pod runs without the cache sidecar")
             return
@@ -261,10 +266,19 @@ class Injector:
             if not dryrun:
                 await self.post_event(warning_event(body, namespace, review, f"llmcache-inject.{uuid.uuid4().hex}", _now()))
 
-    async def post_event(self, event: Mapping[str, Any]) -> None:
-        """Post ``event`` quickly or not at all: the review must answer within its timeout."""
+    async def fetch_spec(self, namespace: str, cache: str) -> dict[str, Any] | None:
+        """Ask the API server for a cache the index does not know (yet: right after a restart)."""
         try:
-            await asyncio.wait_for(self.api.create(EVENTS, event["metadata"]["namespace"], event), EVENT_TIMEOUT_SECONDS)
+            found = await asyncio.wait_for(self.api.get(LLMCACHES, namespace, cache), API_TIMEOUT_SECONDS)
+        except (TimeoutError, KubeError, NotLoggedIn, aiohttp.ClientError, OSError) as exc:
+            logger.warning(f"Cannot read LLMCache {namespace}/{cache}: {exc}")
+            return None
+        return dict(found.get("spec") or {}) if found else None
+
+    async def post_event(self, event: Mapping[str, Any]) -> None:
+        """Post ``event`` quickly or not at all."""
+        try:
+            await asyncio.wait_for(self.api.create(EVENTS, event["metadata"]["namespace"], event), API_TIMEOUT_SECONDS)
         except (TimeoutError, KubeError, NotLoggedIn, aiohttp.ClientError, OSError) as exc:
             logger.warning(f"Cannot post the Event {event['reason']}: {exc}")
 

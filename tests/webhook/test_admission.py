@@ -178,3 +178,16 @@ async def test_without_a_mounted_ca_the_injected_ca_bundle_is_kept(cluster: Clus
     injector = await start_injector(CERT_MODE="cert-manager", CERT_DIR=str(mounted))
     await cluster.wait_for(lambda: len(injector.configuration()["webhooks"]) == 2, what="the operator's webhooks")
     assert {webhook["clientConfig"]["caBundle"] for webhook in injector.configuration()["webhooks"]} == {injected}
+
+
+async def test_a_cache_the_index_has_not_seen_yet_is_read_from_the_api(cluster: Cluster, start_injector: StartInjector) -> None:
+    injector = await start_injector(NATIVE_SIDECAR="true")
+    # Stored without a watch event (as if created while the operator was still listing).
+    cluster.emulator.objects[resource_key(kube.LLMCACHES), NAMESPACE, "fresh"] = {
+        "apiVersion": "llmcache.dev/v1alpha1", "kind": "LLMCache",
+        "metadata": {"name": "fresh", "namespace": NAMESPACE}, "spec": CACHE_SPEC,
+    }
+    pod = app_pod_in(NAMESPACE, annotation="fresh")
+    result = injector.patched(pod, await injector.review(pod, NAMESPACE))
+    assert result["spec"]["initContainers"][0]["name"] == CONTAINER_NAME
+    assert [request.name for request in cluster.calls("get", kube.LLMCACHES)] == ["fresh"]
