@@ -51,22 +51,9 @@ def export_fp32(directory: Path) -> ModelFiles:
     return ModelFiles(name="all-MiniLM-L6-v2-fp32", model=directory / "model.onnx", tokenizer=default_model_files().tokenizer)
 
 
-def measure(embedder: OnnxEmbedder, sentences: list[str], reference: np.ndarray, qqp: Path | None) -> dict[str, float]:
-    vectors = embedder.embed(sentences)
-    cosines = (vectors * reference).sum(axis=1)
-    queries = [s for s in sentences if len(s) < 200][:40]
-    embedder.embed(queries[:4])  # warm-up
-    start = time.perf_counter()
-    for _ in range(5):
-        for query in queries:
-            embedder.embed([query])
-    single_ms = (time.perf_counter() - start) / (5 * len(queries)) * 1000
-    start = time.perf_counter()
-    for _ in range(5):
-        embedder.embed(queries[:16])
-    batch_ms = (time.perf_counter() - start) / 5 * 1000
-    result = {"min_cos": float(cosines.min()), "mean_cos": float(cosines.mean()),
-              "single_ms": single_ms, "batch16_ms": batch_ms}
+def quality(embedder: OnnxEmbedder, sentences: list[str], reference: np.ndarray, qqp: Path | None) -> dict[str, float]:
+    cosines = (embedder.embed(sentences) * reference).sum(axis=1)
+    result = {"min_cos": float(cosines.min()), "mean_cos": float(cosines.mean())}
     if qqp is not None:
         pairs = load_pairs(qqp)
         sims = pair_similarities(embedder, pairs)
@@ -76,6 +63,25 @@ def measure(embedder: OnnxEmbedder, sentences: list[str], reference: np.ndarray,
     return result
 
 
+def speed(embedders: dict[str, OnnxEmbedder], queries: list[str], rounds: int = 7) -> dict[str, dict[str, float]]:
+    """Median over rounds, the models interleaved round by round so load changes hit both alike."""
+    single: dict[str, list[float]] = {name: [] for name in embedders}
+    batch: dict[str, list[float]] = {name: [] for name in embedders}
+    for embedder in embedders.values():
+        embedder.embed(queries[:4])  # warm-up
+    for _ in range(rounds):
+        for name, embedder in embedders.items():
+            start = time.perf_counter()
+            for query in queries:
+                embedder.embed([query])
+            single[name].append((time.perf_counter() - start) / len(queries) * 1000)
+            start = time.perf_counter()
+            embedder.embed(queries[:16])
+            batch[name].append((time.perf_counter() - start) * 1000)
+    return {name: {"single_ms": float(np.median(single[name])), "batch16_ms": float(np.median(batch[name]))}
+            for name in embedders}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--qqp", type=Path, default=None, help="labelled pairs (jsonl) for the quality comparison")
@@ -83,12 +89,15 @@ def main() -> None:
     args = parser.parse_args()
     sentences = json.loads((REPO / "tests/data/reference-sentences.json").read_text())
     reference = np.load(REPO / "tests/data/reference-vectors.npy")
+    queries = [s for s in sentences if len(s) < 200][:40]
     with tempfile.TemporaryDirectory() as tmp:
         candidates = {"int8 (shipped)": default_model_files(), "fp32 export": export_fp32(Path(tmp))}
+        embedders = {label: OnnxEmbedder(files, "cpu", threads=args.threads) for label, files in candidates.items()}
+        timings = speed(embedders, queries)
         for label, files in candidates.items():
-            size_mb = files.model.stat().st_size / 1e6
-            row = measure(OnnxEmbedder(files, "cpu", threads=args.threads), sentences, reference, args.qqp)
-            print(json.dumps({"model": label, "size_mb": round(size_mb, 1), **{k: round(v, 4) for k, v in row.items()}}))
+            row = {**quality(embedders[label], sentences, reference, args.qqp), **timings[label]}
+            print(json.dumps({"model": label, "size_mb": round(files.model.stat().st_size / 1e6, 1),
+                              **{k: round(v, 4) for k, v in row.items()}}))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,11 @@ def choose_providers(device: Device, available: Sequence[str]) -> list[str]:
 class OnnxEmbedder:
     """A sentence-transformers-style embedding model run by onnxruntime (thread-safe ``embed``)."""
 
-    def __init__(self, files: ModelFiles, device: Device = "auto", *, threads: int = 0) -> None:
+    def __init__(self, files: ModelFiles, device: Device = "auto", *, threads: int = 1) -> None:
+        """``threads``: onnxruntime intra-op threads (0: one per core).  One by default: the sidecar
+        shares its pod with the app and its own event loop, and measured here on 2 busy cores one
+        thread was as fast for a single query and faster than two (docs/benchmarks.md); concurrent
+        requests get throughput from batching instead."""
         self.name = files.name
         try:
             self._tokenizer = Tokenizer.from_file(str(files.tokenizer))
