@@ -41,6 +41,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "milvus": {"image": "registry.example.com/milvus:v2.4.17"},
             "vllm": {"image": "registry.example.com/vllm-openai:v0.7.0"},
             "statsIntervalSeconds": 15,
+            "rolloutDeadlineSeconds": 5400,
         },
     },
     "namespace-scoped": {"operator": {"watchNamespaces": ["team-a", "team-b"]}},

@@ -17,8 +17,10 @@ from llmcache_operator import admission, certs
 from llmcache_operator.__main__ import parse_args
 from llmcache_operator.runtime import Runtime
 from llmcache_operator.settings import OperatorConfig
-from llmcache_operator.webhook_config import load_webhook_settings, mutating_webhook_configuration
-from tests.chart.helmchart import CHART_DIR, NAMESPACE, VALUE_SETS, container_env, find, manifests, one, operator_container
+from llmcache_operator.webhook_config import ENV_PREFIX, WebhookSettings, load_webhook_settings, mutating_webhook_configuration
+from tests.chart.helmchart import CHART_DIR, REPO, NAMESPACE, VALUE_SETS, container_env, find, manifests, one, operator_container
+
+OPERATOR_PACKAGE = REPO / "operator" / "llmcache_operator"
 
 
 def test_chart_defaults_are_the_operators_defaults() -> None:
@@ -29,6 +31,18 @@ def test_chart_defaults_are_the_operators_defaults() -> None:
     assert defaults["milvus"]["image"] == operator.milvus_image
     assert defaults["vllm"]["image"] == operator.vllm_image
     assert defaults["statsIntervalSeconds"] == operator.stats_interval_seconds
+    assert defaults["rolloutDeadlineSeconds"] == operator.rollout_deadline_seconds
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_every_variable_the_chart_sets_is_one_the_operator_reads(value_set: str) -> None:
+    sources = "".join(path.read_text() for path in OPERATOR_PACKAGE.glob("*.py"))
+    webhook_fields = {ENV_PREFIX + field.upper() for field in WebhookSettings.model_fields}
+    for name in container_env(operator_container(manifests(VALUE_SETS[value_set]))):
+        if name.startswith(ENV_PREFIX):
+            assert name in webhook_fields or name == admission.ENABLED_ENV, name
+        elif name.startswith("LLMCACHE_"):
+            assert f'"{name}"' in sources, f"the chart sets {name}, which the operator never reads"
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -54,6 +68,7 @@ def test_operator_reads_the_images_the_chart_sets(value_set: str) -> None:
     assert config.milvus_image == chart_defaults["milvus"]["image"]
     assert config.vllm_image == chart_defaults["vllm"]["image"]
     assert config.stats_interval_seconds == chart_defaults["statsIntervalSeconds"]
+    assert config.rollout_deadline_seconds == chart_defaults["rolloutDeadlineSeconds"]
 
 
 def _webhook_settings_and_objects(values: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:

@@ -120,6 +120,7 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "issuerRef without a name": {"webhook": {"certMode": "cert-manager", "certManager": {"issuerRef": {"kind": "ClusterIssuer"}}}},
     "unknown certificate mode": {"webhook": {"certMode": "letsencrypt"}},
     "stats interval of zero": {"defaults": {"statsIntervalSeconds": 0}},
+    "negative rollout deadline": {"defaults": {"rolloutDeadlineSeconds": -1}},
     "unknown log level": {"operator": {"logLevel": "loud"}},
 }
 
