@@ -46,6 +46,7 @@ from .runtime import Runtime
 from .settings import SettingsError
 from .webhook import InjectionOptions, requested_cache, review_pod, warning_event
 from .webhook_config import (
+    CA_INJECT_ANNOTATION,
     HANDLER_ID,
     WebhookSettings,
     load_webhook_settings,
@@ -162,7 +163,11 @@ async def publish_configuration(api: KubeApi, hook: WebhookSettings, ca: bytes |
         except KubeError as exc:
             if exc.status != 409:
                 raise
-    metadata = {key: desired["metadata"].get(key) for key in ("labels", "annotations")}
+    # Merge into the metadata (Helm's ownership annotations stay); drop a stale CA-injection request.
+    metadata = {
+        "labels": desired["metadata"]["labels"],
+        "annotations": desired["metadata"].get("annotations") or {CA_INJECT_ANNOTATION: None},
+    }
     await api.patch(MUTATING_WEBHOOK_CONFIGURATIONS, None, hook.configuration, {"metadata": metadata, "webhooks": desired["webhooks"]})
 
 

@@ -61,6 +61,11 @@ class Injector:
         """The MutatingWebhookConfiguration as stored (cluster-scoped: no namespace)."""
         return stored(self.cluster, kube.MUTATING_WEBHOOK_CONFIGURATIONS, None, CONFIGURATION)
 
+    def written(self) -> bool:
+        """Whether the operator has written its webhooks into the configuration."""
+        webhooks = (self.configuration() or {}).get("webhooks") or []
+        return any(webhook.get("name") == "pod-label.inject.llmcache.dev" for webhook in webhooks)
+
     async def review(self, pod: dict[str, Any], namespace: str, *, dry_run: bool = False) -> dict[str, Any]:
         """The ``response`` part of the webhook's AdmissionReview answer."""
         request = {
@@ -143,7 +148,7 @@ async def start_injector(
             cluster.emulator["get /version"] << {"major": major, "minor": minor, "gitVersion": f"v{server_version}.0"}
         await start_operator(modules=modules)
         injector = Injector(cluster, f"https://127.0.0.1:{port}/{HANDLER_ID}", b"")
-        await cluster.wait_for(injector.configuration, what="the MutatingWebhookConfiguration")
+        await cluster.wait_for(injector.written, what="the operator's MutatingWebhookConfiguration")
         if settings.get("CERT_MODE", "self-signed") == "self-signed":
             secret = stored(cluster, kube.SECRETS, WEBHOOK_NAMESPACE, TLS_SECRET)
             assert secret is not None, "the operator stored no CA"

@@ -176,7 +176,6 @@ async def test_without_a_mounted_ca_the_injected_ca_bundle_is_kept(cluster: Clus
         "metadata": {"name": CONFIGURATION}, "webhooks": [{"name": "old.llmcache.dev", "clientConfig": {"caBundle": injected}}],
     }
     injector = await start_injector(CERT_MODE="cert-manager", CERT_DIR=str(mounted))
-    await cluster.wait_for(lambda: len(injector.configuration()["webhooks"]) == 2, what="the operator's webhooks")
     assert {webhook["clientConfig"]["caBundle"] for webhook in injector.configuration()["webhooks"]} == {injected}
 
 
@@ -191,3 +190,17 @@ async def test_a_cache_the_index_has_not_seen_yet_is_read_from_the_api(cluster: 
     result = injector.patched(pod, await injector.review(pod, NAMESPACE))
     assert result["spec"]["initContainers"][0]["name"] == CONTAINER_NAME
     assert [request.name for request in cluster.calls("get", kube.LLMCACHES)] == ["fresh"]
+
+
+async def test_the_charts_configuration_keeps_its_ownership_annotations(cluster: Cluster, start_injector: StartInjector) -> None:
+    helm = {"meta.helm.sh/release-name": "llmcache", "meta.helm.sh/release-namespace": WEBHOOK_NAMESPACE}
+    cluster.serve(kube.MUTATING_WEBHOOK_CONFIGURATIONS, namespaced=False)
+    cluster.emulator.objects[resource_key(kube.MUTATING_WEBHOOK_CONFIGURATIONS), None, CONFIGURATION] = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION, "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                     "annotations": {**helm, "cert-manager.io/inject-ca-from": "old/cert"}},
+    }
+    injector = await start_injector()
+    configuration = injector.configuration()
+    assert configuration["metadata"]["annotations"] == helm  # the stale cert-manager request is gone
+    kubernetes_validate.validate(configuration, "1.29", strict=True)
