@@ -102,7 +102,12 @@ def test_webhook_settings_match_the_rendered_service_and_certificate(value_set: 
         (certificate,) = certificates
         assert certificate["spec"]["secretName"] == hook.cert_secret
         assert hook.certificate == certificate["metadata"]["name"]
-        assert f"{hook.service}.{hook.namespace}.svc" in certificate["spec"]["dnsNames"]
+        assert certificate["spec"]["dnsNames"] == certs.service_dns_names(hook.service, hook.namespace)
+        issuer = certificate["spec"]["issuerRef"]
+        custom = values["webhook"].get("certManager", {}).get("issuerRef")
+        assert issuer == (custom or {"name": one(objects, "Issuer")["metadata"]["name"], "kind": "Issuer", "group": "cert-manager.io"})
+        if not custom:
+            assert one(objects, "Issuer")["spec"] == {"selfSigned": {}}
     else:
         assert not certificates
     if hook.cert_mode == "provided":
