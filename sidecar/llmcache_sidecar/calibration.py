@@ -77,7 +77,7 @@ def pair_similarities(embedder: OnnxEmbedder, pairs: Sequence[LabelledPair]) -> 
 
 
 def threshold_grid(start: float = 0.50, stop: float = 0.99, step: float = 0.01) -> list[float]:
-    count = int(round((stop - start) / step)) + 1
+    count = int((stop - start) / step + 1e-9) + 1
     return [round(start + i * step, 4) for i in range(count)]
 
 
