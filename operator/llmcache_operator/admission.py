@@ -61,6 +61,7 @@ INDEX_ID = "llmcache_specs"
 #: Native sidecars (init containers with ``restartPolicy: Always``) are on by default from 1.29.
 NATIVE_SIDECAR_VERSION = (1, 29)
 RETRY_SECONDS = 10.0
+RENEW_CHECK_SECONDS = 24 * 3600.0
 #: Each API call a review may make (a cache missing from the index, an Event): the review must
 #: answer well within the webhook's ``timeoutSeconds``.
 API_TIMEOUT_SECONDS = 1.0
@@ -181,6 +182,16 @@ async def until_done(step: Callable[[], Awaitable[T]], what: str) -> T:
         await asyncio.sleep(RETRY_SECONDS)
 
 
+async def renew_periodically(api: KubeApi, hook: WebhookSettings) -> None:
+    """Re-check the self-signed certificate daily, so an operator that never restarts renews it too.
+
+    :func:`prepare_tls` rewrites the same bytes while the certificate fits, which kopf ignores.
+    """
+    while True:
+        await asyncio.sleep(RENEW_CHECK_SECONDS)
+        await until_done(functools.partial(prepare_tls, api, hook), "renew the webhook certificate")
+
+
 def _with_request_namespace(fn: kopf.WebhookFn) -> kopf.WebhookFn:
     """Fill the object's namespace from the review when the API server left it out."""
 
@@ -209,11 +220,18 @@ class InjectorServer(kopf.WebhookServer):
         files = await until_done(functools.partial(prepare_tls, api, hook), "prepare the webhook certificate")
         self.certfile, self.pkeyfile, self.cafile = files.certfile, files.keyfile, files.cafile
         logger.info(f"Serving the llmcache injector on {hook.listen} ({'native' if native else 'classic'} sidecars).")
-        async for client_config in super().__call__(_with_request_namespace(fn)):
-            if hook.manage_configuration:
-                ca = files.cafile.read_bytes() if files.cafile is not None else None
-                await until_done(functools.partial(publish_configuration, api, hook, ca), "write the MutatingWebhookConfiguration")
-            yield client_config
+        # kopf restarts the server (and this loop publishes again) whenever the files change:
+        # when cert-manager renews them, or when the renewer below re-issues the serving cert.
+        renewer = asyncio.create_task(renew_periodically(api, hook)) if hook.operator_manages_certificate else None
+        try:
+            async for client_config in super().__call__(_with_request_namespace(fn)):
+                if hook.manage_configuration:
+                    ca = files.cafile.read_bytes() if files.cafile is not None else None
+                    await until_done(functools.partial(publish_configuration, api, hook, ca), "write the MutatingWebhookConfiguration")
+                yield client_config
+        finally:
+            if renewer is not None:
+                renewer.cancel()
 
 
 def _now() -> datetime.datetime:

@@ -204,3 +204,4 @@ async def test_the_charts_configuration_keeps_its_ownership_annotations(cluster:
     configuration = injector.configuration()
     assert configuration["metadata"]["annotations"] == helm  # the stale cert-manager request is gone
     kubernetes_validate.validate(configuration, "1.29", strict=True)
+
