@@ -30,7 +30,6 @@ import aiohttp.web
 import kmock
 import pytest
 import yaml
-
 from llmcache_operator import kube, names
 from llmcache_operator.__main__ import Options, run_operator
 from llmcache_operator.settings import OperatorConfig
@@ -160,10 +159,11 @@ def _selected(request: kmock.Request, namespace: str | None, name: str | None) -
 
 
 def _check_tests(patch: list[dict[str, Any]], current: dict[str, Any]) -> None:
+    version = current.get("metadata", {}).get("resourceVersion")
     for op in patch:
-        if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion":
-            if current.get("metadata", {}).get("resourceVersion") != op.get("value"):
-                raise kmock.KubernetesError(status=422, reason="Invalid", message="resourceVersion test failed")
+        tests_version = op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion"
+        if tests_version and op.get("value") != version:
+            raise kmock.KubernetesError(status=422, reason="Invalid", message="resourceVersion test failed")
 
 
 def _touches_spec(patch: dict[str, Any] | list[dict[str, Any]]) -> bool:
@@ -355,7 +355,7 @@ class OperatorThread:
             asyncio.run(run_operator(
                 options, config=config, modules=modules, stop_flag=self.stop_flag, ready_flag=self.ready_flag,
             ))
-        except BaseException as exc:  # reported to the test by start()/stop()
+        except BaseException as exc:  # noqa: BLE001  (reported to the test by start() and stop())
             self.error = exc
 
     async def start(self) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-
 from llmcache_operator import names
 from llmcache_operator.children import cache_context, desired_state
 from llmcache_operator.context import CacheContext

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 import yaml
-
 from llmcache_operator import kube, names
 from llmcache_operator.settings import OperatorConfig
+
 from tests.operator.conftest import NAMESPACE, OTHER_NAMESPACE, Cluster, StartOperator
 
 MODEL = {"name": "meta-llama/Llama-3.1-8B-Instruct", "revision": "2024-09-25"}

@@ -9,10 +9,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from llmcache_operator.children import cache_context
 from llmcache_operator.settings import OperatorConfig
 from llmcache_operator.spec import SpecError, parse_spec
+
 from tests.operator.conftest import CRD_PATH
 
 MINIMAL = {"model": {"name": "m", "revision": "r1"}}

@@ -6,7 +6,6 @@ from typing import Any
 
 import kopf
 import pytest
-
 from llmcache_operator import kube, names
 from llmcache_operator.__main__ import HANDLER_MODULES, build_registry, operator_settings, parse_args
 from llmcache_operator.apply import merge_diff
@@ -15,7 +14,12 @@ from llmcache_operator.runtime import Runtime
 from llmcache_operator.settings import DEFAULT_VLLM_IMAGE, OperatorConfig, SettingsError
 from llmcache_operator.stats import stats_from_counters
 from llmcache_operator.status import (
-    EXTERNAL, ComponentState, failed_status, healthy_status, redact, workload_state,
+    EXTERNAL,
+    ComponentState,
+    failed_status,
+    healthy_status,
+    redact,
+    workload_state,
 )
 
 NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"
