@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import helm_python
 import pytest
 
-from e2e.cluster import CHART_DIR, Kubectl, split_image, wait_until
+from e2e.cluster import CHART_DIR, Kubectl, wait_until
 from e2e.conftest import Images, Namespaces
-from e2e.workloads import APP_NAME, CACHE_NAME, CALL_SCRIPT, UPSTREAM_NAME, app, llmcache, upstream_objects
+from e2e.workloads import APP_NAME, CACHE_NAME, CALL_SCRIPT, UPSTREAM_NAME, app, llmcache, release_values, upstream_objects
 
 RELEASE = "llmcache-e2e"
 CRD = "llmcaches.llmcache.dev"
@@ -32,11 +32,7 @@ def release(kubectl: Kubectl, images: Images, namespaces: Namespaces) -> Iterato
     crd_owner = None
     if kubectl.exists("crd", CRD):  # kept by an earlier release (helm.sh/resource-policy: keep)
         crd_owner = kubectl.json("get", "crd", CRD)["metadata"].get("annotations", {}).get("meta.helm.sh/release-name")
-    values = {
-        "crds": {"install": crd_owner in (None, RELEASE)},
-        "operator": {"image": {**split_image(images.operator), "pullPolicy": "IfNotPresent"}, "logLevel": "verbose"},
-        "defaults": {"sidecar": {"image": images.sidecar}},
-    }
+    values = release_values(images.operator, images.sidecar, install_crd=crd_owner in (None, RELEASE))
     with helm_python.Config(kubeconfig_path=kubectl.kubeconfig, namespace=namespaces.system) as helm:
         helm.install(CHART_DIR, RELEASE, values, namespace=namespaces.system, create_namespace=True, wait="watcher", timeout=SLOW)
         try:

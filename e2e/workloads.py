@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from e2e.cluster import REPO
+from e2e.cluster import REPO, split_image
 
 EXAMPLES = REPO / "examples" / "kind"
 UPSTREAM_SOURCE = REPO / "tests" / "upstream.py"
@@ -35,6 +35,15 @@ for attempt in range(60):
 else:
     raise SystemExit("the sidecar never answered")
 """
+
+
+def release_values(operator_image: str, sidecar_image: str, install_crd: bool) -> dict[str, Any]:
+    """The chart values of the e2e release: the images under test, the CRD unless already owned."""
+    return {
+        "crds": {"install": install_crd},
+        "operator": {"image": {**split_image(operator_image), "pullPolicy": "IfNotPresent"}, "logLevel": "verbose"},
+        "defaults": {"sidecar": {"image": sidecar_image}},
+    }
 
 
 def example(name: str) -> list[dict[str, Any]]:

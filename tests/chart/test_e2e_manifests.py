@@ -11,15 +11,17 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import helm_python
 import jsonschema
 import kubernetes_validate
 import pytest
 
-from e2e.workloads import CALL_SCRIPT, UPSTREAM_SOURCE, app, llmcache, upstream_objects
+from e2e.cluster import CHART_DIR as E2E_CHART_DIR
+from e2e.workloads import CALL_SCRIPT, UPSTREAM_SOURCE, app, llmcache, release_values, upstream_objects
 from llmcache_operator.children import cache_context
 from llmcache_operator.settings import OperatorConfig
 from llmcache_operator.webhook import requested_cache
-from tests.chart.helmchart import KUBE_VERSIONS
+from tests.chart.helmchart import CHART_DIR, KUBE_VERSIONS, manifests, operator_container
 from tests.chart.test_examples import crd_schema, unknown_fields
 from tests.conftest import free_port, wait_for_port
 
@@ -70,3 +72,17 @@ def test_the_test_server_runs_alone_as_the_e2e_deployment_starts_it(tmp_path: Pa
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("install_crd", [True, False])
+def test_e2e_release_installs_with_the_images_under_test(install_crd: bool) -> None:
+    """A client-side dry-run install (Helm's whole install path but the API calls) of the e2e values."""
+    assert E2E_CHART_DIR == CHART_DIR
+    values = release_values("llmcache-operator:e2e", "llmcache-sidecar:e2e", install_crd)
+    with helm_python.Config(kubeconfig_path="/nonexistent", namespace="e2e") as helm:
+        release = helm.install(CHART_DIR, "llmcache-e2e", values, namespace="e2e", dry_run="client")
+    assert "kind: Deployment" in release["manifest"]
+    assert ("kind: CustomResourceDefinition" in release["manifest"]) is install_crd
+    container = operator_container(manifests(values))
+    assert container["image"] == "llmcache-operator:e2e"
+    assert {"name": "LLMCACHE_SIDECAR_IMAGE", "value": "llmcache-sidecar:e2e"} in container["env"]
