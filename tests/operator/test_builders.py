@@ -21,6 +21,8 @@ from llmcache_operator.vllm import vllm_deployment, vllm_service
 from llmcache_sidecar.config import load_settings
 
 K8S_VERSION = "1.29"
+#: The oldest schemas the manifests must pass (1.29), and the newest kubernetes-validate ships.
+K8S_VERSIONS = (K8S_VERSION, kubernetes_validate.utils.latest_version())
 MODEL = {"name": "meta-llama/Llama-3.1-8B-Instruct", "revision": "2024-09-25"}
 
 SPECS: dict[str, dict[str, Any]] = {
@@ -66,12 +68,13 @@ def container(workload: dict[str, Any]) -> dict[str, Any]:
     return workload["spec"]["template"]["spec"]["containers"][0]
 
 
+@pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("case", sorted(SPECS))
-def test_every_manifest_passes_the_kubernetes_schema(case: str) -> None:
+def test_every_manifest_passes_the_kubernetes_schema(case: str, version: str) -> None:
     manifests = all_manifests(SPECS[case])
     assert manifests
     for manifest in manifests:
-        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(manifest, version, strict=True)
 
 
 def test_the_validator_refuses_what_kubernetes_would() -> None:
