@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import helm_python
 import pytest
+import yaml
 
 from e2e.cluster import CHART_DIR, Kubectl, wait_until
 from e2e.conftest import Images, Namespaces
@@ -26,17 +29,27 @@ CACHE_SELECTOR = f"llmcache.dev/cache={CACHE_NAME}"
 SLOW = 600  # image pulls (Redis) on a fresh cluster
 
 
+@dataclass(frozen=True)
+class Release:
+    helm: helm_python.Config
+    objects: list[dict[str, Any]]  # what the chart created
+
+    def one(self, kind: str) -> dict[str, Any]:
+        (found,) = [o for o in self.objects if o["kind"] == kind]
+        return found
+
+
 @pytest.fixture()
-def release(kubectl: Kubectl, images: Images, namespaces: Namespaces) -> Iterator[helm_python.Config]:
+def release(kubectl: Kubectl, images: Images, namespaces: Namespaces) -> Iterator[Release]:
     """The chart installed as the user would; uninstalled again whatever happens to the test."""
     crd_owner = None
     if kubectl.exists("crd", CRD):  # kept by an earlier release (helm.sh/resource-policy: keep)
         crd_owner = kubectl.json("get", "crd", CRD)["metadata"].get("annotations", {}).get("meta.helm.sh/release-name")
     values = release_values(images.operator, images.sidecar, install_crd=crd_owner in (None, RELEASE))
     with helm_python.Config(kubeconfig_path=kubectl.kubeconfig, namespace=namespaces.system) as helm:
-        helm.install(CHART_DIR, RELEASE, values, namespace=namespaces.system, create_namespace=True, wait="watcher", timeout=SLOW)
+        installed = helm.install(CHART_DIR, RELEASE, values, namespace=namespaces.system, create_namespace=True, wait="watcher", timeout=SLOW)
         try:
-            yield helm
+            yield Release(helm, [doc for doc in yaml.safe_load_all(installed["manifest"]) if doc])
         finally:
             _delete_caches(kubectl, namespaces.apps)
             helm.uninstall(RELEASE, ignore_not_found=True, wait="watcher", timeout=300)
@@ -62,14 +75,15 @@ def cache_status(kubectl: Kubectl, namespace: str) -> dict:
 
 
 def test_install_inject_hit_rollout_and_uninstall(
-    kubectl: Kubectl, images: Images, namespaces: Namespaces, release: helm_python.Config,
+    kubectl: Kubectl, images: Images, namespaces: Namespaces, release: Release,
 ) -> None:
     system, apps = namespaces.system, namespaces.apps
     managed_milvus = os.environ.get("LLMCACHE_E2E_MANAGED_MILVUS") == "1"
 
     # 1. The operator runs, its webhook is registered.
-    kubectl("rollout", "status", "-n", system, f"deployment/{RELEASE}-llmcache-operator", "--timeout=300s", timeout=320)
-    configuration = f"{RELEASE}-llmcache-{system}"
+    operator = release.one("Deployment")["metadata"]["name"]
+    kubectl("rollout", "status", "-n", system, f"deployment/{operator}", "--timeout=300s", timeout=320)
+    configuration = release.one("MutatingWebhookConfiguration")["metadata"]["name"]
     wait_until(lambda: kubectl.json("get", "mutatingwebhookconfiguration", configuration).get("webhooks"),
                timeout=120, what="the operator to register its webhook")
 
@@ -83,7 +97,7 @@ def test_install_inject_hit_rollout_and_uninstall(
     kubectl.apply(app(apps, images.sidecar))
     kubectl("rollout", "status", "-n", apps, f"deployment/{APP_NAME}", "--timeout=300s", timeout=320)
     (pod,) = kubectl.json("get", "pods", "-n", apps, "-l", f"app.kubernetes.io/name={APP_NAME}")["items"]
-    assert pod["metadata"]["annotations"].get("llmcache.dev/injected") == "true"
+    assert pod["metadata"].get("annotations", {}).get("llmcache.dev/injected") == "true", "the pod was not injected"
     containers = pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
     assert "llmcache-sidecar" in [c["name"] for c in containers], "the sidecar was not injected"
     (app_container,) = [c for c in pod["spec"]["containers"] if c["name"] == "app"]
@@ -113,15 +127,13 @@ def test_install_inject_hit_rollout_and_uninstall(
     kubectl("delete", "llmcache", CACHE_NAME, "-n", apps, "--wait=true", "--timeout=120s", timeout=150)
     wait_until(lambda: not kubectl.labelled(CHILD_KINDS, CACHE_SELECTOR, apps), timeout=180, what="every child of the cache to go")
 
-    # 7. helm uninstall removes the operator, its webhook and RBAC; the CRD stays.
-    release.uninstall(RELEASE, wait="watcher", timeout=300)
-    wait_until(lambda: not kubectl.exists("deployment", f"{RELEASE}-llmcache-operator", system), timeout=180, what="the operator to go")
-    for kind, name, namespace in (
-        ("mutatingwebhookconfiguration", configuration, None),
-        ("service", f"{RELEASE}-llmcache-webhook", system),
-        ("secret", f"{RELEASE}-llmcache-webhook-tls", system),
-        ("clusterrole", f"{RELEASE}-llmcache-operator", None),
-        ("clusterrolebinding", f"{RELEASE}-llmcache-operator", None),
-    ):
-        assert not kubectl.exists(kind, name, namespace), f"{kind}/{name} is left after helm uninstall"
+    # 7. helm uninstall removes everything the chart created (the operator, its webhook
+    #    configuration and TLS Secret, the RBAC) but the CRD.
+    release.helm.uninstall(RELEASE, wait="watcher", timeout=300)
+    wait_until(lambda: not kubectl.exists("deployment", operator, system), timeout=180, what="the operator to go")
+    for obj in release.objects:
+        kind, name, namespace = obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")
+        if kind == "CustomResourceDefinition":
+            continue
+        assert not kubectl.exists(kind.lower(), name, namespace), f"{kind}/{name} is left after helm uninstall"
     assert kubectl.exists("crd", CRD), "the CRD must be kept (helm.sh/resource-policy: keep)"
