@@ -6,9 +6,11 @@ No Docker engine runs here, so the images are checked statically: hadolint (the
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,52 @@ def test_sidecar_has_a_gpu_target_with_onnxruntime_gpu_instead_of_cpu() -> None:
     assert "CUDAExecutionProvider" in build_gpu
     assert any("COPY --from=build-gpu" in line for line in all_stages["gpu"])
     assert list(all_stages)[-1] == "cpu"  # a plain `docker build` gives the CPU image
+
+
+def copied_sources(dockerfile: Path) -> list[str]:
+    """What the build stage copies from the build context (``COPY`` without ``--from``)."""
+    sources: list[str] = []
+    for line in stages(dockerfile)["build"]:
+        parts = line.split()
+        if parts[0] == "COPY" and not any(part.startswith("--from") for part in parts):
+            sources += parts[1:-1]
+    return sources
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_build_context_makes_a_package_with_the_model_and_entry_points(image: str, tmp_path: Path) -> None:
+    """What `docker build` does up to `pip install .`, without Docker: the files the Dockerfile
+    copies build a wheel whose install carries the console scripts' modules and the model files."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for source in copied_sources(DOCKERFILES[image]):
+        path = REPO / source
+        assert path.exists(), f"{image}/Dockerfile copies {source}, which the repository does not have"
+        if path.is_dir():
+            shutil.copytree(path, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.db"))
+        else:
+            shutil.copy2(path, context / source)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(context)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    check_model = (
+        "import llmcache_sidecar.default_model as m, sys; files = m.default_model_files(); "
+        f"assert str(files.tokenizer).startswith({str(site)!r}), files"
+    )
+    for args in (["-c", check_model], ["-m", "llmcache_sidecar", "--help"], ["-m", "llmcache_operator", "--help"]):
+        result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_build_context_sends_only_what_the_build_copies(image: str) -> None:
+    """BuildKit's per-Dockerfile ignore file: everything ignored but the sources the build copies."""
+    ignore = DOCKERFILES[image].with_name("Dockerfile.dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "*"
+    allowed = {pattern[1:].rstrip("/") for pattern in patterns if pattern.startswith("!")}
+    assert allowed == {source.rstrip("/") for source in copied_sources(DOCKERFILES[image])}
