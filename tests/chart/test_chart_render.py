@@ -21,6 +21,11 @@ def test_lint_reports_no_error(value_set: str) -> None:
     assert not report["errors"] and not problems, report
 
 
+def test_lint_without_a_namespace_reports_no_error() -> None:
+    report = helm_python.lint(CHART_DIR, {}, strict=True)
+    assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
 def test_every_manifest_passes_kubernetes_validate(value_set: str) -> None:
     objects = manifests(VALUE_SETS[value_set])

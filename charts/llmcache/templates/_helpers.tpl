@@ -31,7 +31,7 @@
 {{- end }}
 
 {{- define "llmcache.webhookConfigurationName" -}}
-{{- default (printf "%s-%s" (include "llmcache.fullname" .) .Release.Namespace) .Values.webhook.configurationName | trunc 253 }}
+{{- default (printf "%s-%s" (include "llmcache.fullname" .) .Release.Namespace | trimSuffix "-") .Values.webhook.configurationName | trunc 253 }}
 {{- end }}
 
 {{- define "llmcache.serviceAccountName" -}}
