@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import helm_python
@@ -144,3 +145,34 @@ def test_schema_rejects_bad_values(case: str) -> None:
 def test_every_value_set_passes_the_schema(value_set: str) -> None:
     with helm_python.Chart.load(CHART_DIR) as chart:
         chart.validate_schema(chart.merge_values(VALUE_SETS[value_set]))
+
+
+def test_values_are_documented_field_by_field() -> None:
+    """Every value that is not a group of other values has a comment right above it."""
+    lines = (CHART_DIR / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for index, line in enumerate(lines):
+        match = re.match(r"^(\s*)([A-Za-z]\w*):(.*)$", line)
+        if not match:
+            continue
+        indent, key, rest = match.groups()
+        next_line = next((later for later in lines[index + 1:] if later.strip()), "")
+        is_group = not rest.strip() and len(next_line) - len(next_line.lstrip()) > len(indent)
+        documented = index > 0 and lines[index - 1].strip().startswith("#")
+        # A group of plain settings under a documented group (resources: requests: ...) is data.
+        if not is_group and not documented and not _inside_documented_block(lines, index, len(indent)):
+            undocumented.append(key)
+    assert undocumented == []
+
+
+def _inside_documented_block(lines: list[str], index: int, indent: int) -> bool:
+    """True when an enclosing key (less indented) is a documented value, e.g. `resources`."""
+    for earlier in range(index - 1, -1, -1):
+        line = lines[earlier]
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth < indent:
+            documented = earlier > 0 and lines[earlier - 1].strip().startswith("# --")
+            return documented or _inside_documented_block(lines, earlier, depth)
+    return False
