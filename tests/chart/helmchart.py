@@ -51,6 +51,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The chart's own example value files (charts/llmcache/ci/*-values.yaml, chart-testing's layout).
+VALUE_SETS.update({
+    f"ci/{path.stem}": yaml.safe_load(path.read_text()) for path in sorted((CHART_DIR / "ci").glob("*-values.yaml"))
+})
+
+
 def render(values: Mapping[str, Any] | None = None, *, namespace: str = NAMESPACE) -> dict[str, str]:
     """Template path -> rendered text, as `helm template` would produce it."""
     with helm_python.Chart.load(CHART_DIR) as chart:
