@@ -168,6 +168,11 @@ class MilvusSemanticTier:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def index(self) -> VectorIndex:
+        """The in-process index (read it, never change it: benchmarks and diagnostics)."""
+        return self._index
+
     # -- internals -------------------------------------------------------------------------
 
     def _require_milvus(self) -> None:

@@ -24,6 +24,9 @@ HNSW_FROM = 2048
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 100
 HNSW_EF_SEARCH = 64
+#: graph insertion threads: one, so a bulk load (in a worker thread, the GIL released) leaves the
+#: other core to the event loop
+BUILD_THREADS = 1
 #: candidates an HNSW search returns, so expired entries near the top do not hide a live one
 HNSW_CANDIDATES = 8
 
@@ -117,7 +120,8 @@ class _Partition:
         if len(self.keys) > self.hnsw.get_max_elements():
             self.hnsw.resize_index(max(2 * self.hnsw.get_max_elements(), len(self.keys)))
         if fresh:
-            self.hnsw.add_items(np.stack([e.vector for e in fresh.values()]), np.arange(start, len(self.keys)))
+            self.hnsw.add_items(np.stack([e.vector for e in fresh.values()]), np.arange(start, len(self.keys)),
+                                num_threads=BUILD_THREADS)
 
     def remove(self, key: str) -> bool:
         slot = self.slot_of.pop(key, None)
@@ -182,7 +186,7 @@ class _Partition:
         index.init_index(max_elements=max(2 * len(live), 1024), M=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION)
         index.set_ef(HNSW_EF_SEARCH)
         if live:
-            index.add_items(vectors[live], np.arange(len(live)))
+            index.add_items(vectors[live], np.arange(len(live)), num_threads=BUILD_THREADS)
         self.hnsw = index
 
 
