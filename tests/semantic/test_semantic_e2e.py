@@ -12,7 +12,7 @@ import pytest
 from llmcache_sidecar import state
 from tests.semantic.conftest import MilvusServer
 from tests.semantic.test_milvus_tier import eventually
-from tests.sidecar.calls import BYPASS, MISS, chat, metric_value, user
+from tests.sidecar.calls import BYPASS, MISS, chat, complete, metric_value, user
 from tests.upstream import TestUpstream, expected_chat
 
 SEMANTIC = "hit-semantic"
@@ -27,20 +27,31 @@ def body(question: str, **extra: Any) -> dict[str, Any]:
 
 async def test_paraphrase_is_a_semantic_hit_with_the_first_answer(semantic_sidecar_factory: Any, client_for: Any,
                                                                   upstream: TestUpstream) -> None:
-    client = client_for(await semantic_sidecar_factory())
+    handle = await semantic_sidecar_factory()
+    client = client_for(handle)
     first = await chat(client, **body(QUESTION))
     assert first.cache == MISS
     again = await chat(client, **body(PARAPHRASE))
     assert again.cache == SEMANTIC
     assert again.content == expected_chat(body(QUESTION))[0], "the stored question's answer is served"
     similarity = float(again.headers["x-llmcache-similarity"])
-    assert 0.93 <= similarity < 1.0
+    assert handle.app[state.SETTINGS].similarity_threshold <= similarity < 1.0
     assert "age" in again.headers
     streamed = await chat(client, stream=True, **body(PARAPHRASE))
     assert (streamed.cache, streamed.content) == (SEMANTIC, first.content)
     unrelated = await chat(client, **body("What is the capital of France?"))
     assert unrelated.cache == MISS
     assert upstream.calls[CHAT] == 2
+
+
+async def test_completions_prompt_paraphrase_is_a_semantic_hit(semantic_sidecar_factory: Any, client_for: Any,
+                                                                upstream: TestUpstream) -> None:
+    client = client_for(await semantic_sidecar_factory())
+    first = await complete(client, model="test-model", prompt=QUESTION, temperature=0)
+    assert first.cache == MISS
+    again = await complete(client, model="test-model", prompt=PARAPHRASE, temperature=0)
+    assert (again.cache, again.content) == (SEMANTIC, first.content)
+    assert upstream.calls["/v1/completions"] == 1
 
 
 @pytest.mark.parametrize("change", ["system prompt", "temperature", "max_tokens", "model", "earlier turns"])
