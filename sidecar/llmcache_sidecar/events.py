@@ -112,6 +112,8 @@ class RevisionFollower:
         #: set once the first subscription is up and the active revision was read (tests)
         self.synced = asyncio.Event()
         self.connections = 0
+        #: how the subscription shows in ``CLIENT LIST`` (one per sidecar process)
+        self.client_name = f"llmcache-events-{os.getpid()}"
 
     def _client(self) -> aioredis.Redis:
         assert self.settings.redis_url is not None
@@ -120,7 +122,7 @@ class RevisionFollower:
         # no retries: a reconnection the library made by itself would skip the catch-up read
         return aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=timeout,
                                        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-                                       health_check_interval=0, **password)
+                                       health_check_interval=0, client_name=self.client_name, **password)
 
     async def run(self) -> None:
         delay = self.options.backoff_initial_seconds
@@ -129,6 +131,7 @@ class RevisionFollower:
             try:
                 async with client.pubsub() as pubsub:
                     await self._subscribe(pubsub)
+                    log.info("following revision events on %s", self.channel)
                     await self._catch_up(client, first=self.connections == 0)
                     self.connections += 1
                     self.synced.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,7 +70,81 @@ def add_calibrate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_calibrate)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_calibrate,)
+def _invalidate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .invalidation import valid_revision
+
+    if args.revision is not None and not valid_revision(args.revision):
+        print(f"llmcache invalidate: --revision {args.revision!r} is not a revision (no ':' or whitespace)",
+              file=sys.stderr)
+        return 2
+    if not args.redis_url and not args.milvus_uri:
+        print("llmcache invalidate: give --redis-url and/or --milvus-uri (or LLMCACHE_REDIS_URL / "
+              "LLMCACHE_MILVUS_URI)", file=sys.stderr)
+        return 2
+    report, errors = asyncio.run(_run_invalidation(args))
+    what = (f"revision {args.revision}" if args.revision is not None
+            else f"tenant {args.tenant!r}" if args.tenant is not None else "every entry")
+    if args.json:
+        print(json.dumps({"cache": args.cache, **{k: v for k, v in (("revision", args.revision),
+                                                                    ("tenant", args.tenant)) if v is not None},
+                          **report, **({"errors": errors} if errors else {})}))
+    else:
+        counts = ", ".join(f"{count} {tier} entries" for tier, count in
+                           (("exact", report.get("exactEntries")), ("semantic", report.get("semanticEntries")))
+                           if count is not None)
+        print(f"cache {args.cache}, {what}: deleted {counts or 'nothing'}")
+    for error in errors:
+        print(f"llmcache invalidate: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+async def _run_invalidation(args: argparse.Namespace) -> tuple[dict[str, int], list[str]]:
+    from .invalidation import invalidate_milvus, invalidate_redis, redis_client
+
+    report: dict[str, int] = {}
+    errors: list[str] = []
+    target = {"revision": args.revision, "tenant": args.tenant}
+    if args.redis_url:
+        client = redis_client(args.redis_url, os.environ.get("LLMCACHE_REDIS_PASSWORD") or None)
+        try:
+            report["exactEntries"] = await invalidate_redis(client, args.cache, **target)
+        except Exception as exc:  # noqa: BLE001 - reported, exit code 1
+            errors.append(f"Redis at {args.redis_url}: {type(exc).__name__}: {exc}")
+        finally:
+            await client.aclose()
+    if args.milvus_uri:
+        try:
+            report["semanticEntries"] = await invalidate_milvus(args.milvus_uri, args.cache, **target)
+        except Exception as exc:  # noqa: BLE001 - reported, exit code 1
+            errors.append(f"Milvus at {args.milvus_uri}: {type(exc).__name__}: {exc}")
+    return report, errors
+
+
+def add_invalidate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "invalidate",
+        help="delete cached entries of one revision, one tenant, or all, from Redis and Milvus",
+        description="Delete the entries of one cache from the exact tier (Redis: SCAN + UNLINK in batches, "
+                    "never blocking it) and the semantic tier (Milvus: delete by filter), and print how many. "
+                    "Running sidecars see the deletion at once (Milvus server) or within their resync period. "
+                    "The Redis password comes from LLMCACHE_REDIS_PASSWORD (or the URL).",
+    )
+    parser.add_argument("--cache", required=True, help="the cache name (the LLMCache's name)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--revision", help="delete the entries of this model revision")
+    target.add_argument("--tenant", help="delete the entries of this tenant ('' for requests without one)")
+    target.add_argument("--all", action="store_true", help="delete every entry of the cache")
+    parser.add_argument("--redis-url", default=os.environ.get("LLMCACHE_REDIS_URL"),
+                        help="e.g. redis://demo-redis.apps.svc:6379/0 (default: LLMCACHE_REDIS_URL)")
+    parser.add_argument("--milvus-uri", default=os.environ.get("LLMCACHE_MILVUS_URI"),
+                        help="e.g. http://demo-milvus.apps.svc:19530 (default: LLMCACHE_MILVUS_URI)")
+    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.set_defaults(handler=_invalidate)
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_calibrate, add_invalidate)
 
 
 def build_parser() -> argparse.ArgumentParser:
