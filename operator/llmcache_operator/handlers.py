@@ -102,7 +102,11 @@ async def _converge_once(
     await apply.execute(api, ctx.namespace, writes)
     for write in writes:
         logger.info(f"{write.verb} {write.resource.kind} {write.name}")
-    advanced = await switchover.advance(api, ctx, plan, memo.config, logger)
+    try:
+        advanced = await switchover.advance(api, ctx, plan, memo.config, logger)
+    except kopf.TemporaryError:  # the switch waits for Redis or Milvus: the status says so meanwhile
+        await publish_status(api, body, ctx=ctx, active_revision=plan.active, observed_generation=observed_generation)
+        raise
     await publish_status(api, body, ctx=ctx, active_revision=advanced.active, observed_generation=observed_generation)
     return advanced.replan
 

@@ -74,6 +74,8 @@ class RevisionPlan:
     #: the revisions that keep a vLLM Deployment
     serving: frozenset[str]
     rollout: Rollout | None
+    #: ``status.rollout`` names a rollout nobody wants any more (the spec went back): clear it
+    abandoned: bool = False
 
 
 def plan_revisions(spec_revision: str, status: Mapping[str, Any], *, external: bool, now: str) -> RevisionPlan:
@@ -85,7 +87,7 @@ def plan_revisions(spec_revision: str, status: Mapping[str, Any], *, external: b
         return RevisionPlan(current.revision, _serving(running, external), current)
     active = status.get("activeRevision") or spec_revision
     if active == spec_revision:
-        return RevisionPlan(active, _serving({active}, external), None)
+        return RevisionPlan(active, _serving({active}, external), None, abandoned=current is not None)
     if external:
         rollout = Rollout(spec_revision, active, now, SWITCHING, "Switching", "external vLLM: switching at once")
         return RevisionPlan(spec_revision, frozenset(), rollout)

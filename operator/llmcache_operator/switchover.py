@@ -68,6 +68,9 @@ async def advance(api: KubeApi, ctx: CacheContext, plan: RevisionPlan, config: O
                   logger: logging.Logger) -> Advanced:
     """Move the rollout of ``plan`` on by one step (the children of ``plan`` are applied)."""
     if plan.rollout is None:
+        if plan.abandoned:
+            logger.info(f"rollout abandoned: revision {plan.active} is wanted again")
+            await _patch_status(api, ctx, {"rollout": None})
         return Advanced(plan.active)
     new_deployment = None
     if not ctx.spec.vllm.is_external:

@@ -206,13 +206,20 @@ async def upstream() -> AsyncIterator[TestUpstream]:
 
 
 @pytest.fixture
-async def world(cluster: Cluster, start_operator: StartOperator, upstream: TestUpstream, redis_server: Any,
-                milvus_server: MilvusServer, tmp_path: Path) -> AsyncIterator[RolloutWorld]:
+def operator_config() -> OperatorConfig:
+    """The operator's settings for ``world`` (override the fixture to change them)."""
+    return FAST
+
+
+@pytest.fixture
+async def world(cluster: Cluster, start_operator: StartOperator, operator_config: OperatorConfig,
+                upstream: TestUpstream, redis_server: Any, milvus_server: MilvusServer,
+                tmp_path: Path) -> AsyncIterator[RolloutWorld]:
     """The operator running, the cache ``demo`` provisioned at revision A (its Deployment ready)
     and traffic routed to it; no sidecar yet (``await world.start_sidecar()``)."""
     if SCRIPT is None:
         pytest.skip("llmcache-sidecar not installed (pip install -e .)")
-    await start_operator(config=FAST)
+    await start_operator(config=operator_config)
     await cluster.create_cache(CACHE, cache_spec(redis_server.url, milvus_server.uri))
     await cluster.wait_for(lambda: cluster.obj(kube.DEPLOYMENTS, vllm(REV_A)), what="revision A's Deployment")
     await cluster.make_ready(kube.DEPLOYMENTS, vllm(REV_A))
