@@ -32,7 +32,10 @@ KEY_MAX = 2048
 SCALAR_MAX = 512
 #: rows per page when reading the collection back (Milvus caps a query at 16,384 rows)
 PAGE_ROWS = 4000
-CALL_TIMEOUT_SECONDS = 10.0
+#: per call; generous because embedded Milvus Lite (pure Python, in this process) can take
+#: seconds for one write when it flushes, and a timeout counts as an outage
+CALL_TIMEOUT_SECONDS = 60.0
+PING_TIMEOUT_SECONDS = 5.0
 
 
 class MilvusError(RuntimeError):
@@ -107,8 +110,8 @@ class MilvusStore:
             uri = server_manager_instance.start_and_get_uri(self.uri)
             if uri is None:
                 raise MilvusError(f"cannot open Milvus Lite at {self.uri}")
-        client = MilvusClient(uri=uri, token=self.token or "", timeout=CALL_TIMEOUT_SECONDS)
-        if not client.has_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS):
+        client = MilvusClient(uri=uri, token=self.token or "", timeout=PING_TIMEOUT_SECONDS)
+        if not client.has_collection(self.collection, timeout=PING_TIMEOUT_SECONDS):
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=KEY_MAX)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
@@ -130,7 +133,7 @@ class MilvusStore:
         return self._client
 
     async def ping(self) -> None:
-        await self._call(lambda: self._require().has_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS))
+        await self._call(lambda: self._require().has_collection(self.collection, timeout=PING_TIMEOUT_SECONDS))
 
     async def upsert(self, entries: list[IndexEntry]) -> None:
         rows = [row_of(entry) for entry in entries]

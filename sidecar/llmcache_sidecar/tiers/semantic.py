@@ -3,8 +3,8 @@
 Lookups never touch Milvus: the query is embedded (micro-batched, off the loop) and searched in
 the in-process :class:`VectorIndex`, which holds the same entries as the Milvus collection:
 
-- loaded from Milvus when the tier connects (in the background: until the load is done lookups
-  see only what is already there, which costs misses, never wrong answers);
+- loaded from Milvus when the tier first connects (in the background: until the load is done
+  lookups see only what is already there, which costs misses, never wrong answers);
 - written through on every store: into the index at once, into Milvus by a background writer
   that batches whatever is waiting (a miss never waits for Milvus); a failed write takes its
   entries out of the index again, so the index never keeps what Milvus does not have;
@@ -207,8 +207,8 @@ class MilvusSemanticTier:
             now = time.monotonic()
             try:
                 if not self._connected:
-                    await self._reconnect()
-                    last_refresh = last_resync = last_purge = time.monotonic()
+                    await self._reconnect(since=self._clock() - (now - last_refresh) - self.options.overlap_seconds)
+                    last_refresh = last_purge = time.monotonic()
                 elif not self.milvus.local and now - last_resync >= self.options.resync_seconds:
                     await self._reload()
                     last_refresh = last_resync = now
@@ -244,14 +244,21 @@ class MilvusSemanticTier:
                 for _ in batch:
                     self._writes.task_done()
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self, since: float) -> None:
         await self.milvus.connect()
         while self._pending_deletes:
             await self.milvus.delete(self._pending_deletes[0])
             self._pending_deletes.pop(0)
         self._connected = True
         log.info("semantic tier: connected to milvus at %s (collection %s)", self.milvus.uri, self.milvus.collection)
-        await self._reload()
+        if not self._loaded.is_set():
+            await self._reload()
+        elif not self.milvus.local:
+            # back after an outage: the index still holds everything this sidecar wrote (a failed
+            # write took its entry out); add what other replicas wrote meanwhile, and let the
+            # next periodic full reload drop what they deleted.  A full reload here would cost
+            # minutes at 100k entries on every blip.
+            await self._refresh(since)
 
     async def _reload(self) -> None:
         """Rebuild the index from every live row of the collection, then swap it in."""
