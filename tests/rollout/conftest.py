@@ -10,11 +10,12 @@ whose pods the ``<cache>-vllm`` Service selects, so an answer names the revision
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,11 +125,14 @@ class SidecarProcess:
                 await self.process.wait()
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "condition") -> Any:
+async def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``check`` (a function, or a coroutine function) until it returns something truthy."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        result = await check()
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         if loop.time() > deadline:
@@ -171,7 +175,7 @@ class RolloutWorld:
             "LLMCACHE_LOG_LEVEL": "info",
         })
         log = self.tmp_path / f"sidecar-{len(self.sidecars)}.log"
-        out = log.open("wb")  # noqa: ASYNC230 - a local file, opened once
+        out = log.open("wb")
         try:
             process = await asyncio.create_subprocess_exec(SCRIPT, env=env, stdout=out, stderr=subprocess.STDOUT)
         finally:

@@ -165,7 +165,7 @@ async def test_a_sidecar_that_missed_the_event_catches_up_when_it_reconnects(wor
     one, two = await world.start_sidecar(), await world.start_sidecar()
     redis = world.redis.client()
     subscriber = f"llmcache-events-{two.process.pid}"
-    await wait_until(lambda: _async(any(c["name"] == subscriber for c in redis.client_list())),
+    await wait_until(lambda: any(c["name"] == subscriber for c in redis.client_list()),
                      what="sidecar two subscribed")
     # Sidecar two is frozen, and its subscription cut, before the switch: the event is lost to it.
     two.pause()
@@ -184,7 +184,3 @@ async def test_a_sidecar_that_missed_the_event_catches_up_when_it_reconnects(wor
         answer = await chat(api, **body(QUESTIONS[0]))
     assert revision_of(answer) == REV_B
     assert "revision rev-b is active (read from the Redis key)" in two.log.read_text()
-
-
-async def _async(value: Any) -> Any:
-    return value
