@@ -126,3 +126,23 @@ async def test_the_old_revisions_vector_entries_are_dropped(
     await wait_until(lambda: revision(handle) == "rev-b", what="the switch")
     assert await tier.count() == 0
 
+
+
+async def test_a_sidecar_that_caught_up_late_deletes_what_it_stored_under_the_old_revision(
+        sidecar_factory: Any, redis_server: Any, config_file: Path, client_for: Any) -> None:
+    handle = await following(sidecar_factory, redis_server)
+    admin = redis_server.client()
+    # Its subscription is cut and cannot come back (SUBSCRIBE refused) while the switch happens.
+    admin.execute_command("ACL", "SETUSER", "default", "-subscribe")
+    try:
+        cut_subscriptions(redis_server)
+        api = client_for(handle)
+        assert (await chat(api, model="test-model", messages=user("stored too late"), temperature=0)).cache == MISS
+        assert len(redis_server.scan(f"llmcache:{CACHE}:rev-a:*")) == 1
+        async with redis_client(redis_server.url) as client:
+            assert await activate_revision(client, CACHE, "rev-b", "rev-a") == 0, "nobody heard it"
+        assert revision(handle) == "rev-a"
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "+subscribe")
+    await wait_until(lambda: revision(handle) == "rev-b", what="caught up")
+    await wait_until(lambda: not redis_server.scan(f"llmcache:{CACHE}:rev-a:*"), what="the late entry deleted")
