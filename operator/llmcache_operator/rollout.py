@@ -76,6 +76,8 @@ class RevisionPlan:
     rollout: Rollout | None
     #: ``status.rollout`` names a rollout nobody wants any more (the spec went back): clear it
     abandoned: bool = False
+    #: the cache has no active revision yet (just created): record it in the active-revision key
+    first: bool = False
 
 
 def plan_revisions(spec_revision: str, status: Mapping[str, Any], *, external: bool, now: str) -> RevisionPlan:
@@ -87,7 +89,8 @@ def plan_revisions(spec_revision: str, status: Mapping[str, Any], *, external: b
         return RevisionPlan(current.revision, _serving(running, external), current)
     active = status.get("activeRevision") or spec_revision
     if active == spec_revision:
-        return RevisionPlan(active, _serving({active}, external), None, abandoned=current is not None)
+        return RevisionPlan(active, _serving({active}, external), None, abandoned=current is not None,
+                            first=not status.get("activeRevision"))
     if external:
         rollout = Rollout(spec_revision, active, now, SWITCHING, "Switching", "external vLLM: switching at once")
         return RevisionPlan(spec_revision, frozenset(), rollout)

@@ -68,6 +68,8 @@ async def advance(api: KubeApi, ctx: CacheContext, plan: RevisionPlan, config: O
                   logger: logging.Logger) -> Advanced:
     """Move the rollout of ``plan`` on by one step (the children of ``plan`` are applied)."""
     if plan.rollout is None:
+        if plan.first and ctx.spec.redis.mode == "external":
+            await _record_first_revision(api, ctx, plan.active, logger)
         if plan.abandoned:
             logger.info(f"rollout abandoned: revision {plan.active} is wanted again")
             await _patch_status(api, ctx, {"rollout": None})
@@ -126,6 +128,18 @@ async def switch(api: KubeApi, ctx: CacheContext, rollout: Rollout, logger: logg
         "rollout": None,
         "invalidations": with_invalidation(history, invalidation_record(previous, exact, semantic, now)),
     })
+
+
+async def _record_first_revision(api: KubeApi, ctx: CacheContext, revision: str, logger: logging.Logger) -> None:
+    """Best effort: an external Redis may still hold the active-revision key of an earlier cache of
+    the same name, which sidecars would trust over their configuration."""
+    client = invalidation.redis_client(ctx.redis_url, await redis_password(api, ctx))
+    try:
+        await client.set(invalidation.active_revision_key(ctx.name), revision)
+    except (RedisError, OSError) as exc:
+        logger.warning(f"could not record revision {revision} in Redis at {cache_status.redact(ctx.redis_url)}: {exc}")
+    finally:
+        await client.aclose()
 
 
 async def _retire_previous(api: KubeApi, ctx: CacheContext, rollout: Rollout) -> Rollout:

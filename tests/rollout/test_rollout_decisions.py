@@ -120,3 +120,8 @@ def test_invalidation_history_keeps_the_newest() -> None:
     for index in range(MAX_INVALIDATIONS + 3):
         history = with_invalidation(history, invalidation_record(f"r{index}", index, 0, T0))
     assert len(history) == MAX_INVALIDATIONS and history[-1]["revision"] == f"r{MAX_INVALIDATIONS + 2}"
+
+
+def test_only_a_new_cache_records_its_first_revision() -> None:
+    assert plan_revisions("a", {}, external=False, now=T0).first
+    assert not plan_revisions("a", {"activeRevision": "a"}, external=False, now=T0).first

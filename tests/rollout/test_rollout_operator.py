@@ -151,3 +151,14 @@ async def test_an_external_vllm_invalidates_at_once(
     configmap = cluster.obj(kube.CONFIGMAPS, names.sidecar_configmap_name(CACHE))
     assert yaml.safe_load(configmap["data"]["config.yaml"])["model_revision"] == REV_B
     assert cluster.names(kube.DEPLOYMENTS) == set()
+
+
+async def test_a_new_cache_overwrites_an_active_revision_left_by_an_earlier_one(
+        cluster: Cluster, start_operator: StartOperator, redis_server: Any, milvus_server: MilvusServer) -> None:
+    """Sidecars trust the key over their file: a key left in an external Redis by a deleted cache
+    of the same name must not survive the new cache's creation."""
+    redis_server.client().set(active_revision_key(CACHE), "left-over")
+    await start_operator(config=FAST)
+    await cluster.create_cache(CACHE, cache_spec(redis_server.url, milvus_server.uri))
+    await cluster.wait_for(lambda: redis_server.client().get(active_revision_key(CACHE)) == REV_A.encode(),
+                           what="the key naming the new cache's revision")
