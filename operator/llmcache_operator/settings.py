@@ -17,6 +17,8 @@ DEFAULT_STATS_INTERVAL_SECONDS = 60.0
 #: A new model revision not Ready by then fails its rollout (the old one keeps serving).
 DEFAULT_ROLLOUT_DEADLINE_SECONDS = 2700.0
 DEFAULT_ROLLOUT_CHECK_SECONDS = 10.0
+#: Time kube-proxy gets to apply a Service switch before the sidecars switch (see docs/rollout.md).
+DEFAULT_ROLLOUT_PROPAGATION_SECONDS = 3.0
 
 
 class SettingsError(ValueError):
@@ -35,6 +37,8 @@ class OperatorConfig:
     rollout_deadline_seconds: float = DEFAULT_ROLLOUT_DEADLINE_SECONDS
     #: How often a running rollout is checked (deadline, retries of an unreachable Redis/Milvus).
     rollout_check_seconds: float = DEFAULT_ROLLOUT_CHECK_SECONDS
+    #: Between the Service switch and the sidecars' switch (``LLMCACHE_ROLLOUT_PROPAGATION_SECONDS``).
+    rollout_propagation_seconds: float = DEFAULT_ROLLOUT_PROPAGATION_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -48,6 +52,8 @@ class OperatorConfig:
             rollout_deadline_seconds=_positive(env, "LLMCACHE_ROLLOUT_DEADLINE_SECONDS",
                                                DEFAULT_ROLLOUT_DEADLINE_SECONDS),
             rollout_check_seconds=_positive(env, "LLMCACHE_ROLLOUT_CHECK_SECONDS", DEFAULT_ROLLOUT_CHECK_SECONDS),
+            rollout_propagation_seconds=_positive(env, "LLMCACHE_ROLLOUT_PROPAGATION_SECONDS",
+                                                  DEFAULT_ROLLOUT_PROPAGATION_SECONDS),
         )
 
 

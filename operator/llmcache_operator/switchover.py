@@ -3,6 +3,9 @@
 The switch, once a rollout is committed (the Service and the sidecar ConfigMap already name the
 new revision, applied by the caller from the plan):
 
+0. (managed vLLM) give kube-proxy ``rollout_propagation_seconds`` to apply the Service switch:
+   until then new connections may still reach old pods, and the sidecars, still keying under the
+   old revision, store what those answer where the invalidation will delete it;
 1. set ``llmcache:<cache>:active-revision`` and publish ``revision-activated`` on
    ``llmcache:<cache>:events`` (sidecars switch at once, and drop their keep-alive connections
    to the old pods; see ``llmcache_sidecar.events``);
@@ -18,6 +21,7 @@ unreachable: a :class:`kopf.TemporaryError`) is simply run again from the top.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import logging
@@ -91,14 +95,17 @@ async def advance(api: KubeApi, ctx: CacheContext, plan: RevisionPlan, config: O
                 logger.warning(step.rollout.message)
             await _patch_status(api, ctx, {"rollout": step.rollout.as_status()})
         return Advanced(plan.active)
-    await switch(api, ctx, step.rollout, logger)
+    await switch(api, ctx, step.rollout, config, logger)
     return Advanced(step.rollout.revision)
 
 
-async def switch(api: KubeApi, ctx: CacheContext, rollout: Rollout, logger: logging.Logger) -> None:
+async def switch(api: KubeApi, ctx: CacheContext, rollout: Rollout, config: OperatorConfig,
+                 logger: logging.Logger) -> None:
     """Steps 1-4 of the module docstring; raises :class:`kopf.TemporaryError` if Redis or Milvus
     cannot be reached (the rollout stays ``Switching`` and says so)."""
     cache, previous, revision = ctx.name, rollout.previous, rollout.revision
+    if not ctx.spec.vllm.is_external and not rollout.previous_removed:
+        await asyncio.sleep(config.rollout_propagation_seconds)
     password = await redis_password(api, ctx)
     client = invalidation.redis_client(ctx.redis_url, password)
     redis_where = f"Redis at {cache_status.redact(ctx.redis_url)}"

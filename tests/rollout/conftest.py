@@ -43,7 +43,7 @@ CACHE = "demo"
 REV_A, REV_B = "rev-a", "rev-b"
 SCRIPT = shutil.which("llmcache-sidecar")
 #: quick rollout checks for the tests (production: every 10 s)
-FAST = OperatorConfig(rollout_check_seconds=0.3, stats_interval_seconds=3600)
+FAST = OperatorConfig(rollout_check_seconds=0.3, rollout_propagation_seconds=0.2, stats_interval_seconds=3600)
 
 
 def cache_spec(redis_url: str, milvus_uri: str, revision: str = REV_A, **extra: Any) -> dict[str, Any]:

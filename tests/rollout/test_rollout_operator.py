@@ -3,6 +3,7 @@ switch, an operator restarted in the middle of one, and an external vLLM."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ async def test_a_revision_that_fails_leaves_the_old_one_serving_and_says_why(wor
     assert "has timed out progressing" in failed["message"] and f"{REV_A} still serves" in failed["message"]
     assert serving(cluster) == REV_A
     assert cluster.names(kube.DEPLOYMENTS) == {vllm(REV_A), vllm(REV_B)}
-    assert world.redis.client().get(active_revision_key(CACHE)) is None
+    assert world.redis.client().get(active_revision_key(CACHE)) == REV_A.encode()
     async with client(sidecar) as api:
         again = await chat(api, **body("Is the old model still here?"))
     assert (again.cache, revision_of(again)) == (HIT, REV_A)
@@ -77,7 +78,7 @@ async def test_a_revision_that_fails_leaves_the_old_one_serving_and_says_why(wor
 class TestDeadline:
     @pytest.fixture
     def operator_config(self) -> OperatorConfig:
-        return OperatorConfig(rollout_check_seconds=0.3, rollout_deadline_seconds=1, stats_interval_seconds=3600)
+        return dataclasses.replace(FAST, rollout_deadline_seconds=1)
 
     async def test_a_revision_not_ready_by_the_deadline_fails_its_rollout(self, world: RolloutWorld) -> None:
         cluster = world.cluster
