@@ -7,6 +7,7 @@ or variable fails here rather than in a cluster.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import kopf
@@ -32,6 +33,19 @@ def test_chart_defaults_are_the_operators_defaults() -> None:
     assert defaults["vllm"]["image"] == operator.vllm_image
     assert defaults["statsIntervalSeconds"] == operator.stats_interval_seconds
     assert defaults["rolloutDeadlineSeconds"] == operator.rollout_deadline_seconds
+    assert defaults["rolloutPropagationSeconds"] == operator.rollout_propagation_seconds
+
+
+#: Operator settings the chart leaves at the operator's default, and why.
+NOT_IN_THE_CHART = {"rollout_check_seconds": "an internal polling interval, not a cluster choice"}
+
+
+def test_the_chart_sets_every_operator_setting() -> None:
+    """A new OperatorConfig field (env LLMCACHE_<FIELD>) needs a chart value, or a reason here."""
+    env = container_env(operator_container(manifests()))
+    for field in dataclasses.fields(OperatorConfig):
+        if field.name not in NOT_IN_THE_CHART:
+            assert "LLMCACHE_" + field.name.upper() in env, f"no chart value sets OperatorConfig.{field.name}"
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -69,6 +83,7 @@ def test_operator_reads_the_images_the_chart_sets(value_set: str) -> None:
     assert config.vllm_image == chart_defaults["vllm"]["image"]
     assert config.stats_interval_seconds == chart_defaults["statsIntervalSeconds"]
     assert config.rollout_deadline_seconds == chart_defaults["rolloutDeadlineSeconds"]
+    assert config.rollout_propagation_seconds == chart_defaults["rolloutPropagationSeconds"]
 
 
 def _webhook_settings_and_objects(values: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
