@@ -169,3 +169,12 @@ def test_no_webhook_configuration_when_the_operator_does_not_manage_it() -> None
     assert not find(objects, "MutatingWebhookConfiguration")
     env = container_env(operator_container(objects))
     assert load_webhook_settings(env).manage_configuration is False
+
+
+def test_the_chart_can_set_every_webhook_setting() -> None:
+    """Every LLMCACHE_WEBHOOK_* setting is set by some value set, but the out-of-cluster URL."""
+    rendered = set()
+    for values in VALUE_SETS.values():
+        rendered |= set(container_env(operator_container(manifests(values))))
+    missing = {field for field in WebhookSettings.model_fields if ENV_PREFIX + field.upper() not in rendered}
+    assert missing == {"url"}  # for an operator outside the cluster; the chart runs it inside
