@@ -156,3 +156,15 @@ async def _metric(handle: Any, name: str, **labels: str) -> float:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{handle.metrics_url.rstrip('/')}/metrics") as response:
             return metric_value(await response.text(), name, **labels)
+
+
+async def test_unloadable_model_runs_without_a_semantic_tier(sidecar_factory: Any, redis_server: Any, tmp_path: Any,
+                                                             client_for: Any, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "model").mkdir()
+    handle = await sidecar_factory(redis_url=redis_server.url, semantic_enabled=True,
+                                   embedding_model=str(tmp_path / "model"), embedding_device="cpu")
+    assert handle.app[state.SEMANTIC_TIER] is None
+    assert "semantic tier disabled" in caplog.text and "model.onnx is missing" in caplog.text
+    client = client_for(handle)
+    assert (await chat(client, **body(QUESTION))).cache == MISS
+    assert (await chat(client, **body(QUESTION))).cache == "hit-exact"
