@@ -34,7 +34,7 @@ async def chat(http: aiohttp.ClientSession, handle: Any, body: dict[str, Any] | 
 
 
 def entry_keys(redis_server: Any) -> list[str]:
-    return redis_server.keys("llmcache:*:e:*")
+    return redis_server.scan("llmcache:*:e:*")
 
 
 async def test_answer_of_a_request_started_under_an_old_revision_is_not_stored(
