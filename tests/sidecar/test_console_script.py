@@ -88,3 +88,14 @@ def test_bad_configuration_exits_with_a_clear_message(settings: dict[str, str], 
     output = result.stderr + result.stdout
     assert named in output, output
     assert "Traceback" not in output, "a configuration error is a message, not a crash"
+
+
+async def test_sigterm_right_after_start_exits(script_sidecar: tuple[str, Any]) -> None:
+    """A pod being deleted: SIGTERM as soon as the sidecar listens ends the process."""
+    _, process = script_sidecar
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.wait_for(process.wait(), 15)  # only turns a hang into a failure
+    except TimeoutError:
+        pytest.fail("llmcache-sidecar did not exit within 15 s of SIGTERM")
+    assert code in (0, -signal.SIGTERM)
