@@ -5,7 +5,13 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.upstream import TestUpstream, expected_chat, expected_completion, expected_tool_call, embedding_vector
+from tests.upstream import (
+    TestUpstream,
+    embedding_vector,
+    expected_chat,
+    expected_completion,
+    expected_tool_call,
+)
 
 
 @pytest.fixture

@@ -457,6 +457,8 @@ def chat_completion(body: Mapping[str, Any], revision: str, created: int) -> dic
     choices = []
     completion = 0
     for index in _choices(body):
+        message: dict[str, Any]
+        logprobs = None
         if wants_tool_call(body):
             call = expected_tool_call(body, revision)
             message = {"role": "assistant", "content": None, "tool_calls": [call]}
@@ -466,7 +468,8 @@ def chat_completion(body: Mapping[str, Any], revision: str, created: int) -> dic
             content, finish = expected_chat(body, revision, index)
             message = {"role": "assistant", "content": content}
             completion += count_tokens(content)
-        logprobs = expected_logprobs(message["content"]) if body.get("logprobs") and message["content"] else None
+            if body.get("logprobs"):
+                logprobs = expected_logprobs(content)
         choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
     return {
         "id": f"chatcmpl-{digest[:24]}",
