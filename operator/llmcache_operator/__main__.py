@@ -112,10 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     kopf.configure(verbose=options.verbose, debug=options.debug)
     try:
         config = OperatorConfig.from_env()
+        # Handler modules read their own settings when they register (the webhook's
+        # LLMCACHE_WEBHOOK_*), which run_operator does first, before kopf starts anything.
+        asyncio.run(run_operator(options, config=config))
     except SettingsError as exc:
         print(f"llmcache-operator: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run_operator(options, config=config))
     return 0
 
 

@@ -51,7 +51,27 @@ class CacheContext:
 
     @property
     def sidecar_image(self) -> str:
-        return self.spec.sidecar.image or self.config.sidecar_image
+        """The spec's image, else the operator's GPU build for ``embedding.device: cuda``, else its CPU build."""
+        if self.spec.sidecar.image:
+            return self.spec.sidecar.image
+        return self.config.sidecar_gpu_image if self.spec.embedding.device == "cuda" else self.config.sidecar_image
+
+    # Resources: the spec's when it sets any, else the operator's default (LLMCACHE_<COMPONENT>_RESOURCES).
+    @property
+    def redis_resources(self) -> dict[str, Any]:
+        return self.spec.redis.resources.as_dict() or self.config.redis_resources.as_dict()
+
+    @property
+    def milvus_resources(self) -> dict[str, Any]:
+        return self.spec.milvus.resources.as_dict() or self.config.milvus_resources.as_dict()
+
+    @property
+    def vllm_resources(self) -> dict[str, Any]:
+        return self.spec.vllm.resources.as_dict() or self.config.vllm_resources.as_dict()
+
+    @property
+    def sidecar_resources(self) -> dict[str, Any]:
+        return self.spec.sidecar.resources.as_dict() or self.config.sidecar_resources.as_dict()
 
     def metadata(self, name: str, component: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
         return {

@@ -45,8 +45,8 @@ def milvus_statefulset(ctx: CacheContext) -> dict[str, Any]:
         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_PATH}],
         "securityContext": locked_down_container(run_as_non_root=False),
     }
-    if spec.resources.as_dict():
-        container["resources"] = spec.resources.as_dict()
+    if ctx.milvus_resources:
+        container["resources"] = ctx.milvus_resources
     pod_spec: dict[str, Any] = {"containers": [container], "automountServiceAccountToken": False}
     storage = spec.storage if spec.persistence else None
     return single_pod_statefulset(ctx, name, COMPONENT, pod_spec, DATA_VOLUME, storage)

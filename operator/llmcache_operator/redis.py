@@ -47,8 +47,8 @@ def redis_statefulset(ctx: CacheContext) -> dict[str, Any]:
         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": "/data"}],
         "securityContext": locked_down_container(run_as_non_root=True),
     }
-    if spec.resources.as_dict():
-        container["resources"] = spec.resources.as_dict()
+    if ctx.redis_resources:
+        container["resources"] = ctx.redis_resources
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "securityContext": {"runAsUser": REDIS_UID, "runAsGroup": REDIS_UID, "fsGroup": REDIS_UID},

@@ -36,8 +36,8 @@ def vllm_args(ctx: CacheContext) -> list[str]:
 
 
 def vllm_resources(ctx: CacheContext) -> dict[str, Any]:
-    """The spec's resources, with the GPU limit (and request) of ``spec.vllm.gpus`` merged in."""
-    resources = ctx.spec.vllm.resources.as_dict()
+    """The spec's (or the operator's default) resources, with the GPU limit (and request) of ``spec.vllm.gpus`` merged in."""
+    resources = ctx.vllm_resources
     gpus = ctx.spec.vllm.gpus
     if gpus > 0:
         resources["limits"] = {**resources.get("limits", {}), GPU_RESOURCE: gpus}

@@ -27,7 +27,6 @@ TMP_VOLUME = "llmcache-tmp"
 CONFIG_DIR = "/etc/llmcache"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 
-DEFAULT_RESOURCES: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 GPU_RESOURCE = "nvidia.com/gpu"
 #: The sidecar image's user (``USER 65532:65532``), set so ``runAsNonRoot`` holds for any image.
 SIDECAR_UID = 65532
@@ -61,8 +60,8 @@ def is_injected(pod: Mapping[str, Any]) -> bool:
 
 
 def sidecar_resources(cache: CacheContext) -> dict[str, Any]:
-    """``spec.sidecar.resources`` (or defaults); one GPU when the embedding device is ``cuda``, none for ``cpu``."""
-    resources = cache.spec.sidecar.resources.as_dict() or copy.deepcopy(DEFAULT_RESOURCES)
+    """``spec.sidecar.resources`` (else the operator's default); one GPU when the embedding device is ``cuda``, none for ``cpu``."""
+    resources = cache.sidecar_resources
     if cache.spec.embedding.device == "cuda":
         resources.setdefault("limits", {}).setdefault(GPU_RESOURCE, 1)
     elif cache.spec.embedding.device == "cpu":

@@ -36,10 +36,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
         },
         "defaults": {
-            "sidecar": {"image": "registry.example.com/llmcache/sidecar:1.2.3-gpu"},
-            "redis": {"image": "registry.example.com/redis:7.4.1"},
-            "milvus": {"image": "registry.example.com/milvus:v2.4.17"},
-            "vllm": {"image": "registry.example.com/vllm-openai:v0.7.0"},
+            "sidecar": {
+                "image": "registry.example.com/llmcache/sidecar:1.2.3",
+                "gpuImage": "registry.example.com/llmcache/sidecar:1.2.3-gpu",
+                "resources": {"requests": {"cpu": "50m", "memory": "300Mi"}, "limits": {"memory": "2Gi"}},
+            },
+            "redis": {"image": "registry.example.com/redis:7.4.1", "resources": {"limits": {"cpu": 1, "memory": "1Gi"}}},
+            "milvus": {"image": "registry.example.com/milvus:v2.4.17", "resources": {"requests": {"memory": "4Gi"}}},
+            "vllm": {"image": "registry.example.com/vllm-openai:v0.7.0", "resources": {"requests": {"cpu": "4", "memory": "24Gi"}}},
             "statsIntervalSeconds": 15,
             "rolloutDeadlineSeconds": 5400,
         },

@@ -10,24 +10,45 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import helm_python
 import kopf
 import pytest
 import yaml
-
 from llmcache_operator import admission, certs
 from llmcache_operator.__main__ import parse_args
 from llmcache_operator.runtime import Runtime
 from llmcache_operator.settings import OperatorConfig
-from llmcache_operator.webhook_config import ENV_PREFIX, WebhookSettings, load_webhook_settings, mutating_webhook_configuration
-from tests.chart.helmchart import CHART_DIR, REPO, NAMESPACE, VALUE_SETS, container_env, find, manifests, one, operator_container
+from llmcache_operator.webhook_config import (
+    ENV_PREFIX,
+    WebhookSettings,
+    load_webhook_settings,
+    mutating_webhook_configuration,
+)
+
+from tests.chart.helmchart import (
+    CHART_DIR,
+    NAMESPACE,
+    REPO,
+    VALUE_SETS,
+    container_env,
+    find,
+    manifests,
+    one,
+    operator_container,
+)
 
 OPERATOR_PACKAGE = REPO / "operator" / "llmcache_operator"
+#: Components with an image and default resources under the chart's ``defaults``.
+COMPONENTS = ("sidecar", "redis", "milvus", "vllm")
 
 
 def test_chart_defaults_are_the_operators_defaults() -> None:
     defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["defaults"]
     operator = OperatorConfig()
     assert defaults["sidecar"]["image"] == operator.sidecar_image
+    assert defaults["sidecar"]["gpuImage"] == operator.sidecar_gpu_image
+    for component in COMPONENTS:
+        assert defaults[component]["resources"] == getattr(operator, f"{component}_resources").as_dict(), component
     assert defaults["redis"]["image"] == operator.redis_image
     assert defaults["milvus"]["image"] == operator.milvus_image
     assert defaults["vllm"]["image"] == operator.vllm_image
@@ -76,8 +97,12 @@ def test_operator_parses_the_rendered_arguments(value_set: str) -> None:
 def test_operator_reads_the_images_the_chart_sets(value_set: str) -> None:
     values = VALUE_SETS[value_set]
     config = OperatorConfig.from_env(container_env(operator_container(manifests(values))))
-    chart_defaults = {**yaml.safe_load((CHART_DIR / "values.yaml").read_text())["defaults"], **values.get("defaults", {})}
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        chart_defaults = chart.merge_values(values)["defaults"]
     assert config.sidecar_image == chart_defaults["sidecar"]["image"]
+    assert config.sidecar_gpu_image == chart_defaults["sidecar"]["gpuImage"]
+    for component in COMPONENTS:
+        assert getattr(config, f"{component}_resources").as_dict() == chart_defaults[component]["resources"], component
     assert config.redis_image == chart_defaults["redis"]["image"]
     assert config.milvus_image == chart_defaults["milvus"]["image"]
     assert config.vllm_image == chart_defaults["vllm"]["image"]
@@ -178,3 +203,9 @@ def test_the_chart_can_set_every_webhook_setting() -> None:
         rendered |= set(container_env(operator_container(manifests(values))))
     missing = {field for field in WebhookSettings.model_fields if ENV_PREFIX + field.upper() not in rendered}
     assert missing == {"url"}  # for an operator outside the cluster; the chart runs it inside
+
+
+def test_null_clears_a_default_resources_value() -> None:
+    """Helm merges ``{}`` into the chart's map (the default stays); ``null`` removes it: no default."""
+    env = container_env(operator_container(manifests({"defaults": {"sidecar": {"resources": None}}})))
+    assert OperatorConfig.from_env(env).sidecar_resources.as_dict() == {}
