@@ -55,12 +55,8 @@ def operator_environment(values: dict[str, Any], cert_dir: Path) -> dict[str, st
     return env
 
 
-def exists(cluster: Cluster, res: kube.Resource, name: str, namespace: str | None = APP_NAMESPACE) -> bool:
-    return any(
-        key_res.plural == res.plural and key_res.group == res.group and key_ns == namespace and key_name == name
-        and not cluster.emulator.objects[key_res, key_ns, key_name].deleted
-        for key_res, key_ns, key_name in list(cluster.emulator.objects.keys())
-    )
+def exists(cluster: Cluster, res: kube.Resource, name: str) -> bool:
+    return cluster.obj(res, name, APP_NAMESPACE) is not None
 
 
 async def exercise(cluster: Cluster, redis_url: str, milvus_uri: str) -> None:
@@ -101,7 +97,7 @@ async def test_every_request_of_the_running_operator_is_allowed(
     await start_operator(modules=HANDLER_MODULES, config=OperatorConfig.from_env(env), namespaces=watched)
     configuration = env["LLMCACHE_WEBHOOK_CONFIGURATION"]
     await cluster.wait_for(
-        lambda: cluster.emulator.objects[resource_key(kube.MUTATING_WEBHOOK_CONFIGURATIONS), None, configuration].get("webhooks"),
+        lambda: (cluster.obj(kube.MUTATING_WEBHOOK_CONFIGURATIONS, configuration) or {}).get("webhooks"),
         what="the operator to fill in the chart's webhook configuration",
     )
     await exercise(cluster, redis_server.url, str(tmp_path / "milvus.db"))

@@ -190,16 +190,27 @@ class Cluster:
         )
 
     # --- reading back -------------------------------------------------------------------------
+    def scope(self, res: kube.Resource, namespace: str | None = None) -> str | None:
+        """Where objects of ``res`` live: ``None`` for a kind served cluster-scoped, else
+        ``namespace`` (default: the test's)."""
+        key = resource_key(res)
+        if key in self.emulator.resources and self.emulator.resources[key].namespaced is False:
+            return None
+        return namespace or self.namespace
+
     def obj(self, res: kube.Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        """The object's current state (a plain dict), or None if absent or deleted."""
-        wanted = (kmock.resource(res.group, res.version, res.plural), namespace or self.namespace, name)
-        for key, stored in self.emulator.objects.items():
-            if key == wanted:
-                return None if stored.deleted else copy.deepcopy(stored.raw)
-        return None
+        """The object's current state (a plain dict), or None if absent or deleted.
+
+        ``namespace`` defaults to the test's; a cluster-scoped kind is read without one.
+        """
+        try:
+            stored = self.emulator.objects[resource_key(res), self.scope(res, namespace), name]
+        except KeyError:
+            return None
+        return None if stored.deleted else copy.deepcopy(stored.raw)
 
     def names(self, res: kube.Resource, namespace: str | None = None) -> set[str]:
-        wanted = namespace or self.namespace
+        wanted = self.scope(res, namespace)
         found = set()
         for (resource, ns, name), stored in self.emulator.objects.items():
             if resource == resource_key(res) and ns == wanted and not stored.deleted:

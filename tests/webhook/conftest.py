@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,7 +24,7 @@ from llmcache_operator.webhook_config import HANDLER_ID
 
 from tests.conftest import free_port
 from tests.operator import conftest as operator_harness
-from tests.operator.conftest import WAIT_SECONDS, Cluster, resource_key
+from tests.operator.conftest import WAIT_SECONDS, Cluster
 
 # C's harness fixtures (kopf on kmock), made visible to the tests in this folder.
 emulator = operator_harness.emulator
@@ -40,15 +39,6 @@ PODS = kube.Resource("", "v1", "pods", "Pod")
 WEBHOOK_ONLY = ("tests.webhook.login", "llmcache_operator.admission")
 
 
-def stored(cluster: Cluster, res: kube.Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
-    """An object as the emulator holds it now (``namespace=None``: cluster-scoped), or None."""
-    try:
-        found = cluster.emulator.objects[resource_key(res), namespace, name]
-    except KeyError:
-        return None
-    return None if found.deleted else copy.deepcopy(found.raw)
-
-
 class Injector:
     """Sends AdmissionReview v1 requests to the running webhook, as the API server would."""
 
@@ -59,7 +49,7 @@ class Injector:
 
     def configuration(self) -> dict[str, Any] | None:
         """The MutatingWebhookConfiguration as stored (cluster-scoped: no namespace)."""
-        return stored(self.cluster, kube.MUTATING_WEBHOOK_CONFIGURATIONS, None, CONFIGURATION)
+        return self.cluster.obj(kube.MUTATING_WEBHOOK_CONFIGURATIONS, CONFIGURATION)
 
     def written(self) -> bool:
         """Whether the operator has written its webhooks into the configuration."""
@@ -150,7 +140,7 @@ async def start_injector(
         injector = Injector(cluster, f"https://127.0.0.1:{port}/{HANDLER_ID}", b"")
         await cluster.wait_for(injector.written, what="the operator's MutatingWebhookConfiguration")
         if settings.get("CERT_MODE", "self-signed") == "self-signed":
-            secret = stored(cluster, kube.SECRETS, WEBHOOK_NAMESPACE, TLS_SECRET)
+            secret = cluster.obj(kube.SECRETS, TLS_SECRET, WEBHOOK_NAMESPACE)
             assert secret is not None, "the operator stored no CA"
             injector.ca_pem = base64.b64decode(secret["data"]["ca.crt"])
         elif (Path(settings["CERT_DIR"]) / "ca.crt").is_file():  # mounted, as cert-manager writes it
