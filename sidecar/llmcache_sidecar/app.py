@@ -53,7 +53,7 @@ async def semantic_tier_context(app: web.Application) -> AsyncIterator[None]:
     if not settings.semantic_enabled:
         yield
         return
-    async with open_semantic_tier(settings) as tier:
+    async with open_semantic_tier(settings, observe_embedding=app[state.METRICS].embedding_seconds.observe) as tier:
         app[state.SEMANTIC_TIER] = tier
         yield
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -93,9 +94,12 @@ class BatchingEmbedder:
     Create it inside a running event loop; ``aclose`` it when done.
     """
 
-    def __init__(self, embedder: OnnxEmbedder, *, max_batch: int = 32) -> None:
+    def __init__(self, embedder: OnnxEmbedder, *, max_batch: int = 32,
+                 observe: Callable[[float], None] | None = None) -> None:
         self.embedder = embedder
         self.max_batch = max_batch
+        #: called with the seconds each ``embed`` call took (queueing included)
+        self._observe = observe
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcache-embed")
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="llmcache-embed-batcher")
@@ -111,8 +115,12 @@ class BatchingEmbedder:
         if self._closed:
             raise EmbedderError("the embedder is closed")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
         self._queue.put_nowait((text, future))
-        return await future
+        vector = await future
+        if self._observe is not None:
+            self._observe(time.perf_counter() - started)
+        return vector
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()

@@ -42,6 +42,9 @@ async def test_paraphrase_is_a_semantic_hit_with_the_first_answer(semantic_sidec
     unrelated = await chat(client, **body("What is the capital of France?"))
     assert unrelated.cache == MISS
     assert upstream.calls[CHAT] == 2
+    # three distinct questions, each embedded once (the repeated paraphrase and the stores
+    # after misses reuse the recent vector)
+    assert await _metric(handle, "llmcache_embedding_seconds_count") == 3
 
 
 async def test_completions_prompt_paraphrase_is_a_semantic_hit(semantic_sidecar_factory: Any, client_for: Any,

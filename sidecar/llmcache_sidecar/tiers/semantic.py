@@ -286,7 +286,8 @@ class MilvusSemanticTier:
 
 
 @asynccontextmanager
-async def open_semantic_tier(settings: Settings) -> AsyncIterator[MilvusSemanticTier | None]:
+async def open_semantic_tier(settings: Settings, *, observe_embedding: Callable[[float], None] | None = None,
+                             ) -> AsyncIterator[MilvusSemanticTier | None]:
     """The tier for ``settings``, open for the duration of the block; ``None`` (logged) if the
     embedding model cannot be loaded: the sidecar then serves without a semantic tier."""
     try:
@@ -295,7 +296,7 @@ async def open_semantic_tier(settings: Settings) -> AsyncIterator[MilvusSemantic
         log.error("semantic tier disabled: %s", exc)
         yield None
         return
-    batcher = BatchingEmbedder(embedder)
+    batcher = BatchingEmbedder(embedder, observe=observe_embedding)
     store = MilvusStore(settings.milvus_uri, settings.cache_name, embedder.dim)
     options = SemanticOptions(threshold=settings.similarity_threshold, ttl_seconds=settings.effective_semantic_ttl)
     tier = MilvusSemanticTier(batcher, store, options)
