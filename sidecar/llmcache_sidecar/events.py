@@ -139,6 +139,8 @@ class RevisionFollower:
                     await self._listen(pubsub)
             except (TimeoutError, RedisError, OSError) as exc:
                 log.warning("revision events: %s; reconnecting in %.1fs", exc or type(exc).__name__, delay)
+            except Exception:  # noqa: BLE001 - following revisions must survive anything, and retry
+                log.exception("revision events: unexpected error; reconnecting in %.1fs", delay)
             finally:
                 await client.aclose()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -149,7 +151,7 @@ class RevisionFollower:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.timeout_seconds
         while loop.time() < deadline:
-            message = await pubsub.get_message(timeout=self.options.timeout_seconds)
+            message = await _read(pubsub, timeout=self.options.timeout_seconds)
             if message is not None and message["type"] == "subscribe":
                 return
         raise TimeoutError(f"no confirmation of the subscription to {self.channel}")
@@ -174,7 +176,7 @@ class RevisionFollower:
         keepalive = self.options.keepalive_seconds
         last_heard = last_ping = loop.time()
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=keepalive)
+            message = await _read(pubsub, timeout=keepalive, ignore_subscribe_messages=True)
             now = loop.time()
             if message is None:
                 if now - last_heard > keepalive * self.options.dead_after_periods:
@@ -191,6 +193,16 @@ class RevisionFollower:
                 continue
             if apply_revision(self.app, event.revision) is not None:
                 log.info("revision %s activated (previous %s)", event.revision, event.previous)
+
+
+async def _read(pubsub: Any, **options: Any) -> Any:
+    """``pubsub.get_message(**options)``, honouring a cancellation: redis-py's timed read may
+    swallow the ``CancelledError`` and return None, which would leave the loop running forever."""
+    message = await pubsub.get_message(**options)
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return message
 
 
 FOLLOWER = web.AppKey("revision_follower", RevisionFollower)
