@@ -143,6 +143,7 @@ class RevisionFollower:
                 log.exception("revision events: unexpected error; reconnecting in %.1fs", delay)
             finally:
                 await client.aclose()
+            _raise_if_cancelling()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self.options.backoff_max_seconds)
 
@@ -196,13 +197,19 @@ class RevisionFollower:
 
 
 async def _read(pubsub: Any, **options: Any) -> Any:
-    """``pubsub.get_message(**options)``, honouring a cancellation: redis-py's timed read may
-    swallow the ``CancelledError`` and return None, which would leave the loop running forever."""
+    """``pubsub.get_message(**options)``, honouring a cancellation that an earlier call (or this
+    one) swallowed: on Python 3.11 ``asyncio.wait_for`` inside redis-py may drop a
+    ``CancelledError`` (cpython gh-86296), which would leave the follower running forever."""
+    _raise_if_cancelling()
     message = await pubsub.get_message(**options)
+    _raise_if_cancelling()
+    return message
+
+
+def _raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-    return message
 
 
 FOLLOWER = web.AppKey("revision_follower", RevisionFollower)

@@ -62,7 +62,7 @@ async def test_on_reconnect_the_key_wins_and_the_file_counts_only_without_it(
     redis_server.client().set(f"llmcache:{CACHE}:active-revision", "rev-b")
     cut_subscriptions(redis_server)
     await wait_until(lambda: revision(handle) == "rev-b", what="caught up from the key")
-    assert follower.connections == 2
+    assert follower.connections >= 2
     # Redis lost the key (restarted without persistence): the refreshed file tells.
     redis_server.client().delete(f"llmcache:{CACHE}:active-revision")
     write_config(config_file, "rev-c")
