@@ -9,6 +9,8 @@ of the key: an unknown field may change the answer, a needless miss is cheap, a 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +33,10 @@ INPUT_FIELD: dict[Kind, str] = {"chat": "messages", "completions": "prompt", "em
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 
 _MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)\"?")
+
+#: a number orjson may read inexactly: it turns integers beyond 64 bits into floats, so two
+#: different seeds could share a key; such bodies are read by the (exact) standard library
+_LONG_NUMBER = re.compile(rb"[0-9]{19,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +79,29 @@ class ParsedRequest:
     bypass_reason: str | None = None
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON as orjson reads it, except that integers too long for 64 bits stay exact."""
+    if _LONG_NUMBER.search(raw) is None:
+        return orjson.loads(raw)
+    return json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+
+
 def parse_body(raw: bytes, kind: Kind) -> dict[str, Any]:
     """Decode and check the minimum the sidecar needs; anything else is left to the upstream."""
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        body = decode_json(raw)
+    except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
@@ -201,11 +225,14 @@ class KeyBuilder:
         if reason is not None:
             return ParsedRequest(kind, body, stream, include_usage, control, None, reason)
         key_body = canonical(body)
-        exact = f"llmcache:{self.cache_name}:{revision}:{tenant}:e:{digest(path_qs, key_body)}"
-        scope, query = "", None
-        if semantic:
-            scope_body, query = semantic_parts(kind, key_body)
-            scope = digest(path_qs, scope_body)
+        try:
+            exact = f"llmcache:{self.cache_name}:{revision}:{tenant}:e:{digest(path_qs, key_body)}"
+            scope, query = "", None
+            if semantic:
+                scope_body, query = semantic_parts(kind, key_body)
+                scope = digest(path_qs, scope_body)
+        except TypeError:  # orjson.JSONEncodeError: nested deeper than 254, an integer beyond 64 bits
+            return ParsedRequest(kind, body, stream, include_usage, control, None, "unkeyable")
         cache = CacheRequest(cache_name=self.cache_name, revision=revision, tenant=tenant, scope=scope,
                              query=query, exact_key=exact)
         return ParsedRequest(kind, body, stream, include_usage, control, cache)
