@@ -10,6 +10,8 @@ Controls (attributes of :class:`TestUpstream`, or ``POST /_control`` with a JSON
 same names for an upstream running in another process):
 
 - ``revision``: part of every answer (``"[rev A] ..."``)
+- ``tenant_header``: a request carrying this header is answered as revision ``"<revision>/<tenant>"``
+  (:meth:`TestUpstream.revision_for`), so an answer that crosses tenants shows
 - ``delay``: seconds to wait before answering
 - ``token_interval``: seconds between two streamed chunks
 - ``fail_status`` / ``fail_times``: answer with that status (OpenAI error body), ``fail_times``
@@ -47,8 +49,9 @@ from multidict import CIMultiDict
 
 DEFAULT_MODEL = "test-model"
 EMBEDDING_DIMENSIONS = 16
-#: fields that only change how the answer travels, not what it says
-TRANSPORT_FIELDS = frozenset({"stream", "stream_options"})
+#: fields that only change how the answer travels, not what it says (``cache_salt`` only
+#: separates vLLM's prefix caches)
+TRANSPORT_FIELDS = frozenset({"stream", "stream_options", "cache_salt"})
 CONTROL_FIELDS = ("revision", "delay", "token_interval", "fail_status", "fail_times", "stall", "stall_after", "cut_after",
                   "error_after")
 
@@ -193,6 +196,7 @@ class TestUpstream:
     port: int = 0
     model: str = DEFAULT_MODEL
     revision: str = "A"
+    tenant_header: str | None = None
     delay: float = 0.0
     token_interval: float = 0.0
     fail_status: int | None = None
@@ -250,6 +254,13 @@ class TestUpstream:
             self._released.set()
 
     # ---- inspection
+
+    def revision_for(self, tenant: str | None) -> str:
+        """The revision a request of ``tenant`` is answered with (see ``tenant_header``)."""
+        return f"{self.revision}/{tenant}" if self.tenant_header and tenant else self.revision
+
+    def _revision(self, request: web.Request) -> str:
+        return self.revision_for(request.headers.get(self.tenant_header) if self.tenant_header else None)
 
     def last(self, path: str | None = None) -> RecordedRequest:
         """The last request seen (on ``path`` if given)."""
@@ -311,8 +322,8 @@ class TestUpstream:
         if not body.get("messages"):
             return error_response(400, "'messages' is required", "invalid_request_error", param="messages")
         if body.get("stream"):
-            return await self._stream(request, body, chat_chunks(body, self.revision, self._created()))
-        return await self._json(request, chat_completion(body, self.revision, self._created()))
+            return await self._stream(request, body, chat_chunks(body, self._revision(request), self._created()))
+        return await self._json(request, chat_completion(body, self._revision(request), self._created()))
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._prologue(request)
@@ -321,8 +332,8 @@ class TestUpstream:
         if "prompt" not in body:
             return error_response(400, "'prompt' is required", "invalid_request_error", param="prompt")
         if body.get("stream"):
-            return await self._stream(request, body, completion_chunks(body, self.revision, self._created()))
-        return await self._json(request, text_completion(body, self.revision, self._created()))
+            return await self._stream(request, body, completion_chunks(body, self._revision(request), self._created()))
+        return await self._json(request, text_completion(body, self._revision(request), self._created()))
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._prologue(request)
@@ -330,7 +341,7 @@ class TestUpstream:
             return early
         if "input" not in body:
             return error_response(400, "'input' is required", "invalid_request_error", param="input")
-        return await self._json(request, embeddings(body, self.revision))
+        return await self._json(request, embeddings(body, self._revision(request)))
 
     async def _models(self, request: web.Request) -> web.Response:
         await self._record(request)

@@ -9,6 +9,7 @@ of the key: an unknown field may change the answer, a needless miss is cheap, a 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import re
@@ -29,6 +30,10 @@ IRRELEVANT_FIELDS = frozenset({"stream", "stream_options", "user"})
 
 #: Which body field holds the input of each endpoint (required: 400 without it).
 INPUT_FIELD: dict[Kind, str] = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+
+#: Endpoints whose upstream (vLLM) shares a prefix cache between requests: a tenant's requests
+#: carry a ``cache_salt`` of its own, so no tenant can time another's cached prefixes.
+SALTED_KINDS = frozenset({"chat", "completions"})
 
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 
@@ -77,6 +82,8 @@ class ParsedRequest:
     #: None when the request bypasses the cache (see ``bypass_reason``)
     cache: CacheRequest | None
     bypass_reason: str | None = None
+    #: the ``cache_salt`` to add to the body sent upstream (None: none to add)
+    cache_salt: str | None = None
 
 
 def _finite(text: str) -> float:
@@ -184,6 +191,8 @@ class KeyBuilder:
         self.cache_name = settings.cache_name
         self.max_temperature = settings.max_temperature
         self.tenant_header = settings.tenant_header
+        # keyed by a Secret when there is one, so a client cannot compute another tenant's salt
+        self._salt_key = (settings.admin_token or "").encode()
 
     def tenant(self, headers: Mapping[str, str]) -> str:
         if self.tenant_header is None:
@@ -196,6 +205,13 @@ class KeyBuilder:
                 f"invalid {self.tenant_header} header: a tenant id is 1-128 characters of A-Z a-z 0-9 . _ @ -",
                 param=self.tenant_header, code="invalid_tenant")
         return value
+
+    def cache_salt(self, kind: Kind, tenant: str, body: Mapping[str, Any]) -> str | None:
+        """The tenant's vLLM ``cache_salt`` (an HMAC of cache name and tenant, not the tenant id);
+        None without a tenant, on other endpoints, or when the client sent a salt of its own."""
+        if not tenant or kind not in SALTED_KINDS or "cache_salt" in body:
+            return None
+        return hmac.new(self._salt_key, f"{self.cache_name}\n{tenant}".encode(), hashlib.sha256).hexdigest()
 
     def bypass_reason(self, kind: Kind, body: Mapping[str, Any]) -> str | None:
         if kind == "embeddings":
@@ -221,9 +237,10 @@ class KeyBuilder:
         stream = kind != "embeddings" and body.get("stream") is True
         options = body.get("stream_options")
         include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+        salt = self.cache_salt(kind, tenant, body)
         reason = self.bypass_reason(kind, body)
         if reason is not None:
-            return ParsedRequest(kind, body, stream, include_usage, control, None, reason)
+            return ParsedRequest(kind, body, stream, include_usage, control, None, reason, salt)
         key_body = canonical(body)
         try:
             exact = f"llmcache:{self.cache_name}:{revision}:{tenant}:e:{digest(path_qs, key_body)}"
@@ -232,7 +249,7 @@ class KeyBuilder:
                 scope_body, query = semantic_parts(kind, key_body)
                 scope = digest(path_qs, scope_body)
         except TypeError:  # orjson.JSONEncodeError: nested deeper than 254, an integer beyond 64 bits
-            return ParsedRequest(kind, body, stream, include_usage, control, None, "unkeyable")
+            return ParsedRequest(kind, body, stream, include_usage, control, None, "unkeyable", salt)
         cache = CacheRequest(cache_name=self.cache_name, revision=revision, tenant=tenant, scope=scope,
                              query=query, exact_key=exact)
-        return ParsedRequest(kind, body, stream, include_usage, control, cache)
+        return ParsedRequest(kind, body, stream, include_usage, control, cache, cache_salt=salt)

@@ -195,6 +195,15 @@ def with_usage_chunk(parsed: ParsedRequest, raw: bytes, store: bool) -> bytes | 
     return orjson.dumps({**parsed.body, "stream_options": options})
 
 
+def salted(body: bytes, salt: str | None) -> bytes:
+    """``body`` (a JSON object, as the client wrote it) with ``"cache_salt": salt`` spliced in
+    first, so the client's own bytes (numbers, nesting) reach the upstream unchanged."""
+    if salt is None:
+        return body
+    start = body.index(b"{") + 1
+    return body[:start] + b'"cache_salt":"' + salt.encode() + b'",' + body[start:]
+
+
 async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, result: str, *,
                   store: bool) -> web.StreamResponse:
     app = request.app
@@ -206,10 +215,11 @@ async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, resul
     forwarded_headers = request_headers(request.headers, decoded=True)
     forwarded_headers.setdefault("Content-Type", "application/json")
     amended = with_usage_chunk(parsed, raw, store)
+    sent = salted(amended or raw, parsed.cache_salt)
     try:
-        upstream = await session.post(url, data=amended or raw, headers=forwarded_headers)
-        if amended is not None and upstream.status == 400:
-            # an upstream that does not know stream_options: the cache must not break the call
+        upstream = await session.post(url, data=sent, headers=forwarded_headers)
+        if sent is not raw and upstream.status == 400:
+            # an upstream that does not know stream_options or cache_salt: the cache must not break the call
             upstream.release()
             amended = None
             upstream = await session.post(url, data=raw, headers=forwarded_headers)
