@@ -93,7 +93,7 @@ def train(model, torch, rows: list[dict], epochs: int, batch_size: int, lr: floa
         rng.shuffle(order)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             batch = [rows[i] for i in order[start:start + batch_size]]
-            feats = model.tokenize([r["a"] for r in batch] + [r["b"] for r in batch])
+            feats = model.preprocess([r["a"] for r in batch] + [r["b"] for r in batch])
             emb = model(feats)["sentence_embedding"]
             emb = torch.nn.functional.normalize(emb, dim=1)
             ea, eb = emb[:batch_size], emb[batch_size:]
@@ -103,7 +103,7 @@ def train(model, torch, rows: list[dict], epochs: int, batch_size: int, lr: floa
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
             if step % 20 == 0:
                 print(f"step {step}/{steps_total} loss {np.mean(losses[-20:]):.3f} "
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--max-minutes", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-seq-length", type=int, default=256,
+                        help="truncate training inputs (tokens); evaluation always uses 256")
     parser.add_argument("--save", type=Path, help="save the fine-tuned model here (outside the repository)")
     parser.add_argument("--out", type=Path, help="also write the JSON summary here")
     args = parser.parse_args()
@@ -143,8 +145,10 @@ def main() -> None:
     summary = {"fold": args.fold, "train_pairs": len(train_rows), "test_pairs": len(test_rows),
                "base": evaluate(model, train_rows, test_rows)}
     print(json.dumps(summary["base"]), file=sys.stderr, flush=True)
+    model.max_seq_length = args.max_seq_length
     summary["training"] = train(model, torch, train_rows, args.epochs, args.batch_size, args.lr,
                                 args.max_minutes, args.seed)
+    model.max_seq_length = 256
     summary["finetuned"] = evaluate(model, train_rows, test_rows)
     summary["args"] = {k: str(v) for k, v in vars(args).items()}
     if args.save:

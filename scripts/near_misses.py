@@ -1,0 +1,74 @@
+"""Near misses and faithful rewrites of a question, made by rules (issue 9's second goal).
+
+A near miss changes the meaning while keeping almost every word: another number or date, a
+negation, another named entity, a reversed relation ("from A to B" -> "from B to A").  A faithful
+rewrite keeps the meaning: case and punctuation, contractions, "How do I" <-> "How can I".
+Rule-made sets are easy in one way (the edits are the only differences) and biased in another
+(the guards in ``verify_experiments.py`` look for the same kinds of edits), so the refusal rates
+measured on them are an upper bound for the guards; they are a fair test of a plain threshold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+NUMBER = re.compile(r"\b\d+\b")
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+          "October", "November", "December"]
+MONTH = re.compile(r"\b(" + "|".join(MONTHS) + r")\b")
+AUXILIARY = re.compile(r"\b(is|are|was|were|can|could|should|would|will|do|does|did)\b", re.I)
+CONTRACTED = {"can": "can't", "will": "won't"}
+ENTITY_SWAPS = ["India", "China", "Google", "Microsoft", "Python", "Java", "London", "Paris", "Obama",
+                "Trump", "Apple", "Samsung", "Canada", "Germany", "Facebook", "Amazon"]
+RELATIONS = [
+    re.compile(r"\b(from) (\w+) (to) (\w+)\b", re.I),
+    re.compile(r"\b(convert|converting|change|changing|move|moving|switch|switching|translate|migrate|"
+               r"migrating|transfer|transferring) (\w+) (to|into) (\w+)\b", re.I),
+]
+COMPARISON = re.compile(r"\b(\w+) ((?:is |are )?(?:better|worse|bigger|smaller|faster|slower|cheaper|harder|"
+                        r"easier|stronger|safer|richer) than) (\w+)\b", re.I)
+
+
+def near_misses(question: str) -> Iterator[tuple[str, str]]:
+    """(kind, changed question) for every kind of edit that applies to ``question``."""
+    if m := NUMBER.search(question):
+        yield "number", question[:m.start()] + str(int(m.group()) + 1) + question[m.end():]
+    if m := MONTH.search(question):
+        other = MONTHS[(MONTHS.index(m.group()) + 5) % 12]
+        yield "date", question[:m.start()] + other + question[m.end():]
+    if m := AUXILIARY.search(question):
+        word = m.group()
+        negated = CONTRACTED.get(word.lower(), word + "n't")
+        negated = negated[:1].upper() + negated[1:] if word[:1].isupper() else negated
+        yield "negation", question[:m.start()] + negated + question[m.end():]
+    words = re.findall(r"\b[A-Z][a-z]+\b", question)
+    names = [w for w in words[1:] if w in ENTITY_SWAPS]
+    if names:
+        other = next(e for e in ENTITY_SWAPS if e != names[0] and e not in question)
+        yield "entity", re.sub(rf"\b{names[0]}\b", other, question, count=1)
+    for pattern in RELATIONS:
+        if (m := pattern.search(question)) and m.group(2).lower() != m.group(4).lower():
+            swapped = f"{m.group(1)} {m.group(4)} {m.group(3)} {m.group(2)}"
+            yield "relation", question[:m.start()] + swapped + question[m.end():]
+            break
+    else:
+        if (m := COMPARISON.search(question)) and m.group(1).lower() != m.group(3).lower():
+            yield "relation", question[:m.start()] + f"{m.group(3)} {m.group(2)} {m.group(1)}" + question[m.end():]
+
+
+REWRITES = [
+    (re.compile(r"^How do I\b"), "How can I"),
+    (re.compile(r"^How can I\b"), "How do I"),
+    (re.compile(r"^What is\b"), "What's"),
+    (re.compile(r"^What are some\b"), "What are a few"),
+    (re.compile(r"^Is it\b"), "Would you say it is"),
+]
+
+
+def faithful_rewrite(question: str) -> str:
+    """The same question reworded by the first rule that applies, else lower-cased without '?'."""
+    for pattern, replacement in REWRITES:
+        if pattern.search(question):
+            return pattern.sub(replacement, question, count=1)
+    return question.rstrip("?").lower()
