@@ -10,6 +10,7 @@ from . import names
 from .context import CacheContext
 from .credentials import GeneratedSecret, generated_secrets
 from .milvus import milvus_service, milvus_statefulset
+from .networkpolicy import backend_network_policy
 from .redis import redis_service, redis_statefulset
 from .settings import OperatorConfig
 from .sidecar_config import sidecar_configmap
@@ -45,9 +46,9 @@ def desired_state(ctx: CacheContext, active_revision: str, serving_revisions: fr
     """
     manifests: list[dict[str, Any]] = [sidecar_configmap(ctx, active_revision)]
     if ctx.spec.redis.mode == "managed":
-        manifests += [redis_statefulset(ctx), redis_service(ctx)]
+        manifests += [redis_statefulset(ctx), redis_service(ctx), backend_network_policy(ctx, "redis")]
     if ctx.spec.milvus.mode == "managed":
-        manifests += [milvus_statefulset(ctx), milvus_service(ctx)]
+        manifests += [milvus_statefulset(ctx), milvus_service(ctx), backend_network_policy(ctx, "milvus")]
     if not ctx.spec.vllm.is_external:
         manifests += [vllm_deployment(ctx, revision) for revision in sorted(serving_revisions)]
         manifests.append(vllm_service(ctx, active_revision))

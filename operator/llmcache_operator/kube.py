@@ -50,6 +50,7 @@ STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
 SERVICES = Resource("", "v1", "services", "Service")
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 SECRETS = Resource("", "v1", "secrets", "Secret")
+NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 EVENTS = Resource("", "v1", "events", "Event")
 MUTATING_WEBHOOK_CONFIGURATIONS = Resource(
     "admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration",
@@ -58,7 +59,7 @@ CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "Cust
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace")
 
 #: Manifests the operator applies, by ``kind``.
-BY_KIND = {res.kind: res for res in (DEPLOYMENTS, STATEFULSETS, SERVICES, CONFIGMAPS, SECRETS)}
+BY_KIND = {res.kind: res for res in (DEPLOYMENTS, STATEFULSETS, SERVICES, CONFIGMAPS, SECRETS, NETWORK_POLICIES)}
 
 USER_AGENT = "llmcache-operator"
 
@@ -73,6 +74,7 @@ OPERATOR_CALLS: frozenset[Call] = frozenset({
     *((verb, "apps", "statefulsets") for verb in ("get", "create", "patch")),
     *((verb, "", "services") for verb in ("get", "create", "patch")),
     *((verb, "", "configmaps") for verb in ("get", "create", "patch")),
+    *((verb, "networking.k8s.io", "networkpolicies") for verb in ("get", "create", "patch")),
     *((verb, "", "secrets") for verb in ("get", "create")),
     # The injection webhook (admission.py): its TLS Secret (re-issued in place), its configuration,
     # and the Event about a pod naming a missing LLMCache (kopf's poster does not serve webhooks).

@@ -17,6 +17,8 @@ NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 CACHE_LABEL = "llmcache.dev/cache"
 REVISION_LABEL = "llmcache.dev/revision"
+#: On every pod the injector gives a sidecar: ``<cache>``; the managed backends' NetworkPolicies admit it.
+CLIENT_LABEL = "llmcache.dev/client"
 #: The unslugged ``spec.model.revision`` a vLLM Deployment serves (label values are too narrow).
 MODEL_REVISION_ANNOTATION = "llmcache.dev/model-revision"
 

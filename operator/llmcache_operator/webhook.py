@@ -168,6 +168,8 @@ def injected_pod(pod: Mapping[str, Any], cache: CacheContext, options: Injection
     spec["volumes"] = list(spec.get("volumes") or []) + sidecar_volumes(cache)
     metadata = result.setdefault("metadata", {})
     metadata["annotations"] = {**(metadata.get("annotations") or {}), INJECTED_ANNOTATION: "true"}
+    # what the managed Redis and Milvus NetworkPolicies admit (networkpolicy.py)
+    metadata["labels"] = {**(metadata.get("labels") or {}), names.CLIENT_LABEL: cache.name}
     return result
 
 

@@ -99,8 +99,8 @@ def test_defaults_provision_every_component_under_the_contract_names() -> None:
     kinds = {(m["kind"], m["metadata"]["name"]) for m in all_manifests(SPECS["defaults"])}
     assert kinds == {
         ("ConfigMap", "demo-sidecar"),
-        ("StatefulSet", "demo-redis"), ("Service", "demo-redis"),
-        ("StatefulSet", "demo-milvus"), ("Service", "demo-milvus"),
+        ("StatefulSet", "demo-redis"), ("Service", "demo-redis"), ("NetworkPolicy", "demo-redis"),
+        ("StatefulSet", "demo-milvus"), ("Service", "demo-milvus"), ("NetworkPolicy", "demo-milvus"),
         ("Deployment", "demo-vllm-2024-09-25"), ("Service", "demo-vllm"),
         ("Secret", "demo-admin"), ("Secret", "demo-redis"),
     }
