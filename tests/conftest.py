@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -23,8 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.upstream import TestUpstream
+
+# CI explores the same examples every run (a new random failure must not block a landing: it is
+# found, and kept in .hypothesis/, on a developer's run); elsewhere hypothesis explores freely.
+hypothesis_settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 REDIS_START_TIMEOUT = 10.0
 

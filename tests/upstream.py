@@ -137,6 +137,19 @@ def wants_tool_call(body: Mapping[str, Any]) -> bool:
     return bool(body.get("tools")) and body.get("tool_choice") != "none"
 
 
+def tools_problem(body: Mapping[str, Any]) -> str | None:
+    """Why ``tools`` / ``tool_choice`` are malformed (a real server answers 400), or None."""
+    tools = body.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(
+            isinstance(tool, dict) and isinstance(tool.get("function"), dict)
+            and isinstance(tool["function"].get("name"), str) for tool in tools)):
+        return "tools"
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and not isinstance(choice.get("function", {}), dict):
+        return "tool_choice"
+    return None
+
+
 def expected_tool_call(body: Mapping[str, Any], revision: str = "A") -> dict[str, Any]:
     """The tool call the upstream answers a request with tools with (OpenAI message shape)."""
     choice = body.get("tool_choice")
@@ -321,6 +334,8 @@ class TestUpstream:
             return early
         if not body.get("messages"):
             return error_response(400, "'messages' is required", "invalid_request_error", param="messages")
+        if (problem := tools_problem(body)) is not None:
+            return error_response(400, f"'{problem}' is malformed", "invalid_request_error", param=problem)
         if body.get("stream"):
             return await self._stream(request, body, chat_chunks(body, self._revision(request), self._created()))
         return await self._json(request, chat_completion(body, self._revision(request), self._created()))

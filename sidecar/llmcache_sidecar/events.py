@@ -132,8 +132,9 @@ class RevisionFollower:
                 async with client.pubsub() as pubsub:
                     await self._subscribe(pubsub)
                     log.info("following revision events on %s", self.channel)
-                    await self._catch_up(client, first=self.connections == 0)
+                    first = self.connections == 0
                     self.connections += 1
+                    await self._catch_up(client, first=first)
                     self.synced.set()
                     delay = self.options.backoff_initial_seconds
                     await self._listen(pubsub)
