@@ -7,7 +7,8 @@ command and the operator's rollout.  The operator may import this module besides
 (``pymilvus``) is imported when a Milvus deletion runs.
 
 - Redis entries ``llmcache:<cache>:<revision>:<tenant>:e:<sha256>``: deleted with ``SCAN`` +
-  ``UNLINK`` in batches, which never blocks Redis the way ``KEYS`` / a huge ``DEL`` would.
+  ``UNLINK`` in batches, which never blocks Redis the way ``KEYS`` / a huge ``DEL`` would.  On a
+  Redis Cluster the SCAN covers every primary and each batch is unlinked slot by slot.
 - Milvus collection ``llmcache_<cache>``: rows deleted by a filter on ``revision`` / ``tenant``.
 - ``llmcache:<cache>:active-revision``: the revision sidecars must write under (set by the
   operator at every switch; read by every sidecar whenever its events connection (re)starts).
@@ -21,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
+from llmcache_sidecar.redis_client import RedisClient, open_redis
 
 #: keys deleted per UNLINK (and the SCAN page size)
 BATCH = 500
@@ -88,7 +89,7 @@ class Counts:
     semantic: int
 
 
-async def unlink_matching(client: aioredis.Redis, pattern: str, batch: int = BATCH) -> int:
+async def unlink_matching(client: RedisClient, pattern: str, batch: int = BATCH) -> int:
     """Delete every key matching ``pattern``: ``SCAN`` + ``UNLINK`` in batches; return how many."""
     deleted = 0
     keys: list[Any] = []
@@ -102,7 +103,7 @@ async def unlink_matching(client: aioredis.Redis, pattern: str, batch: int = BAT
     return deleted
 
 
-async def invalidate_redis(client: aioredis.Redis, cache: str, *, revision: str | None = None,
+async def invalidate_redis(client: RedisClient, cache: str, *, revision: str | None = None,
                            tenant: str | None = None) -> int:
     """Delete one cache's exact entries (of one revision / tenant when given); return how many."""
     return await unlink_matching(client, key_pattern(cache, revision=revision, tenant=tenant))
@@ -153,13 +154,12 @@ async def invalidate_milvus(uri: str, cache: str, *, revision: str | None = None
         asyncio.to_thread(_delete_milvus_rows, uri, cache, expression, token, timeout), timeout * 3)
 
 
-def redis_client(url: str, password: str | None = None, timeout: float = 5.0) -> aioredis.Redis:
-    """A client for one-off invalidations (a password given here wins over one in the URL)."""
-    extra: dict[str, Any] = {"password": password} if password else {}
-    return aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, **extra)
+def redis_client(url: str, password: str | None = None, timeout: float = 5.0) -> RedisClient:
+    """A client for one-off calls: one server or a ``redis+cluster://`` (see ``redis_client``)."""
+    return open_redis(url, password=password, timeout=timeout)
 
 
-async def activate_revision(client: aioredis.Redis, cache: str, revision: str, previous: str | None) -> int:
+async def activate_revision(client: RedisClient, cache: str, revision: str, previous: str | None) -> int:
     """Record ``revision`` as the active one, then announce it; return how many subscribers heard."""
     await client.set(active_revision_key(cache), revision)
     heard: int = await client.publish(events_channel(cache), RevisionActivated(cache, revision, previous).encode())

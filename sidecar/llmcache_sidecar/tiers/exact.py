@@ -12,12 +12,12 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from llmcache_sidecar.config import Settings
 from llmcache_sidecar.invalidation import invalidate_redis, key_pattern
+from llmcache_sidecar.redis_client import RedisClient, open_redis
 
 
 def stats_key(cache: str) -> str:
@@ -58,18 +58,16 @@ class ExactTier(Protocol):
 class RedisExactTier:
     backend = "redis"
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisExactTier:
         assert settings.redis_url is not None
         timeout = settings.backend_timeout_seconds
-        client = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=False,
-            # a password in the URL counts unless the Secret gives one
-            **({"password": settings.redis_password} if settings.redis_password else {}))  # type: ignore[arg-type]
+        # one server or a redis+cluster:// URL; a password in the URL counts over the Secret's
+        client = open_redis(settings.redis_url, password=settings.redis_password, timeout=timeout,
+                            retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=False)
         return cls(client)
 
     async def get(self, key: str) -> bytes | None:
