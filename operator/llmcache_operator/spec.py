@@ -121,8 +121,8 @@ class RedisSpec(_Model):
         if self.mode == "external":
             if not self.url:
                 raise ValueError("mode external needs url (redis://host:port/db)")
-            if not self.url.startswith(("redis://", "rediss://", "unix://")):
-                raise ValueError(f"url={self.url!r} must start with redis://, rediss:// or unix://")
+            if not self.url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "unix://")):
+                raise ValueError(f"url={self.url!r} must start with redis://, rediss://, redis+cluster://, rediss+cluster:// or unix://")
         return self
 
 

@@ -10,8 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from llmcache_sidecar import invalidation
 
 COUNTERS = ("requests", "hitsExact", "hitsSemantic", "tokensSaved")
 TIMEOUT_SECONDS = 3.0
@@ -33,12 +32,10 @@ def stats_from_counters(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Any
 
 
 async def read_stats(url: str, password: str | None, key: str, logger: logging.Logger) -> dict[str, Any] | None:
-    client = aioredis.from_url(
-        url, password=password, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS,
-    )
+    client = invalidation.redis_client(url, password, timeout=TIMEOUT_SECONDS)  # one server or a cluster
     try:
         raw = await client.hgetall(key)
-    except (RedisError, OSError) as exc:
+    except invalidation.REDIS_ERRORS as exc:
         logger.debug(f"stats not refreshed: Redis {url} unreachable ({exc})")
         return None
     finally:

@@ -30,7 +30,6 @@ from typing import Any, NoReturn
 
 import kopf
 from llmcache_sidecar import invalidation
-from redis.exceptions import RedisError
 
 from . import names
 from . import status as cache_status
@@ -112,13 +111,13 @@ async def switch(api: KubeApi, ctx: CacheContext, rollout: Rollout, config: Oper
     try:
         try:
             heard = await invalidation.activate_revision(client, cache, revision, previous)
-        except (RedisError, OSError) as exc:
+        except invalidation.REDIS_ERRORS as exc:
             rollout = await _retire_previous(api, ctx, rollout)
             await _unreachable(api, ctx, rollout, redis_where, exc)
         rollout = await _retire_previous(api, ctx, rollout)
         try:
             exact = await invalidation.invalidate_redis(client, cache, revision=previous)
-        except (RedisError, OSError) as exc:
+        except invalidation.REDIS_ERRORS as exc:
             await _unreachable(api, ctx, rollout, redis_where, exc)
     finally:
         await client.aclose()
@@ -143,7 +142,7 @@ async def _record_first_revision(api: KubeApi, ctx: CacheContext, revision: str,
     client = invalidation.redis_client(ctx.redis_url, await redis_password(api, ctx))
     try:
         await client.set(invalidation.active_revision_key(ctx.name), revision)
-    except (RedisError, OSError) as exc:
+    except invalidation.REDIS_ERRORS as exc:
         logger.warning(f"could not record revision {revision} in Redis at {cache_status.redact(ctx.redis_url)}: {exc}")
     finally:
         await client.aclose()

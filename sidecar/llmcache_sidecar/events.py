@@ -32,12 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 import yaml
 from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from llmcache_sidecar import state
 from llmcache_sidecar.config import CONFIG_FILE_ENV, Settings
@@ -47,6 +45,7 @@ from llmcache_sidecar.invalidation import (
     events_channel,
     valid_revision,
 )
+from llmcache_sidecar.redis_client import REDIS_ERRORS, RedisClient, open_pubsub, open_redis
 
 log = logging.getLogger(__name__)
 
@@ -115,21 +114,19 @@ class RevisionFollower:
         #: how the subscription shows in ``CLIENT LIST`` (one per sidecar process)
         self.client_name = f"llmcache-events-{os.getpid()}"
 
-    def _client(self) -> aioredis.Redis:
+    def _client(self) -> RedisClient:
         assert self.settings.redis_url is not None
-        timeout = self.options.timeout_seconds
-        password: dict[str, Any] = {"password": self.settings.redis_password} if self.settings.redis_password else {}
         # no retries: a reconnection the library made by itself would skip the catch-up read
-        return aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=timeout,
-                                       socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-                                       health_check_interval=0, client_name=self.client_name, **password)
+        return open_redis(self.settings.redis_url, password=self.settings.redis_password,
+                          timeout=self.options.timeout_seconds, retry=Retry(NoBackoff(), 0),
+                          health_check_interval=0, client_name=self.client_name)
 
     async def run(self) -> None:
         delay = self.options.backoff_initial_seconds
         while True:
             client = self._client()
             try:
-                async with client.pubsub() as pubsub:
+                async with await open_pubsub(client) as pubsub:
                     await self._subscribe(pubsub)
                     log.info("following revision events on %s", self.channel)
                     first = self.connections == 0
@@ -138,7 +135,7 @@ class RevisionFollower:
                     self.synced.set()
                     delay = self.options.backoff_initial_seconds
                     await self._listen(pubsub)
-            except (TimeoutError, RedisError, OSError) as exc:
+            except (TimeoutError, *REDIS_ERRORS) as exc:
                 log.warning("revision events: %s; reconnecting in %.1fs", exc or type(exc).__name__, delay)
             except Exception:  # noqa: BLE001 - following revisions must survive anything, and retry
                 log.exception("revision events: unexpected error; reconnecting in %.1fs", delay)
@@ -158,7 +155,7 @@ class RevisionFollower:
                 return
         raise TimeoutError(f"no confirmation of the subscription to {self.channel}")
 
-    async def _catch_up(self, client: aioredis.Redis, *, first: bool) -> None:
+    async def _catch_up(self, client: RedisClient, *, first: bool) -> None:
         raw = await client.get(active_revision_key(self.settings.cache_name))
         revision = raw.decode() if isinstance(raw, bytes) else raw
         source = "the Redis key"

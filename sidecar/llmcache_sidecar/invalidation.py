@@ -22,7 +22,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from llmcache_sidecar.redis_client import RedisClient, open_redis
+# REDIS_ERRORS: for the operator, which reaches Redis through this module
+from llmcache_sidecar.redis_client import REDIS_ERRORS, RedisClient, open_redis  # noqa: F401
 
 #: keys deleted per UNLINK (and the SCAN page size)
 BATCH = 500

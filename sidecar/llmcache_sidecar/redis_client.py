@@ -30,12 +30,16 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
 
 #: cluster scheme -> the scheme of one of its nodes
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 DEFAULT_PORT = 6379
+#: what a call may raise when Redis is unreachable or unusable: redis-py's cluster errors (no
+#: node reachable, a slot not covered) are not all ``RedisError``
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 #: connections per cluster node: as unbounded as a single server's pool (redis-py's default of
 #: 100 would fail requests with MaxConnectionsError under a burst instead of opening more)
 CLUSTER_MAX_CONNECTIONS_PER_NODE = 2**31 - 1

@@ -1,0 +1,170 @@
+"""A real Redis Cluster: three ``redis-server --cluster-enabled yes`` on loopback, joined by
+``redis-cli --cluster create`` (no replicas), one per test session, emptied before every test.
+
+``redis_cluster.stop(i)`` / ``start(i)`` kill and restart one node (same ports, same
+``nodes.conf``: it rejoins with its slots, without its data, as a node without persistence does).
+Skipped when ``redis-server`` or ``redis-cli`` is missing (``apt-get install -y redis-server``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port, wait_for_port
+
+NODES = 3
+START_TIMEOUT = 20.0
+#: how long a node may be unreachable before the others mark it failed (ms); short for the tests
+NODE_TIMEOUT_MS = 1000
+
+
+class ClusterNodeProcess:
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.bus_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.workdir), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-port", str(self.bus_port), "--cluster-node-timeout", str(NODE_TIMEOUT_MS)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.port, START_TIMEOUT)
+
+    def stop(self) -> None:
+        """Kill the node (an outage: no goodbye to its clients)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def client(self) -> Any:
+        """A synchronous ``redis.Redis`` on this node only (no redirections followed)."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def info(self) -> dict[str, str]:
+        raw = self.client().execute_command("CLUSTER", "INFO")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+    def keys(self, pattern: str) -> list[str]:
+        return sorted(key.decode() for key in self.client().scan_iter(match=pattern, count=1000))
+
+
+class RedisClusterServer:
+    def __init__(self, redis_server: str, redis_cli: str, workdir: Path) -> None:
+        self.redis_cli = redis_cli
+        self.nodes = [ClusterNodeProcess(redis_server, workdir / f"node-{i}") for i in range(NODES)]
+
+    @property
+    def url(self) -> str:
+        """The URL a user gives: ``redis+cluster://`` and one startup node."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    @property
+    def all_nodes_url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def create(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [self.redis_cli, "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+        self.wait_ok()
+
+    def wait_ok(self) -> None:
+        """Until every node says ``cluster_state:ok`` and knows every other node."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                if all(node.info().get("cluster_state") == "ok"
+                       and node.info().get("cluster_known_nodes") == str(NODES) for node in self.nodes):
+                    return
+            except Exception:  # a node still loading
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def wait_down(self) -> None:
+        """Until the live nodes say ``cluster_state:fail`` (a primary without replica is gone)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(node.info().get("cluster_state") == "fail" for node in self.nodes if node.running):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the Redis Cluster never noticed the stopped node")
+            time.sleep(0.05)
+
+    def stop(self, index: int) -> None:
+        self.nodes[index].stop()
+
+    def start(self, index: int) -> None:
+        self.nodes[index].start()
+        self.wait_ok()
+
+    def cluster_client(self) -> Any:
+        """A synchronous ``redis.RedisCluster`` for looking into the cluster from a test."""
+        import redis
+
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=5)
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """The keys matching ``pattern`` on every node, sorted."""
+        return sorted(key for node in self.nodes for key in node.keys(pattern))
+
+    def keys_by_node(self, pattern: str = "*") -> list[list[str]]:
+        return [node.keys(pattern) for node in self.nodes]
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.client().flushall()
+
+    def shutdown(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def _cluster_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        pytest.skip("redis-server / redis-cli not installed (apt-get install -y redis-server)")
+    cluster = RedisClusterServer(server, cli, tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+def redis_cluster(_cluster_processes: RedisClusterServer) -> Iterator[RedisClusterServer]:
+    """The session's Redis Cluster, every node up and empty at the start of the test."""
+    for node in _cluster_processes.nodes:
+        node.start()
+    _cluster_processes.wait_ok()
+    _cluster_processes.flush()
+    yield _cluster_processes
