@@ -12,12 +12,14 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from llmcache_sidecar.config import Settings
 from llmcache_sidecar.invalidation import invalidate_redis, key_pattern
 from llmcache_sidecar.redis_client import RedisClient, open_redis
+from llmcache_sidecar.tiers.get_batcher import GetBatcher
 
 
 def stats_key(cache: str) -> str:
@@ -60,6 +62,9 @@ class RedisExactTier:
 
     def __init__(self, client: RedisClient) -> None:
         self.client = client
+        # concurrent lookups share one round trip (a cluster's keys live in several slots)
+        get_many = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
+        self._gets = GetBatcher(client.get, get_many)  # type: ignore[arg-type]  # decode_responses=False: bytes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisExactTier:
@@ -71,8 +76,7 @@ class RedisExactTier:
         return cls(client)
 
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self.client.get(key)  # type: ignore[assignment]  # decode_responses=False
-        return value
+        return await self._gets.get(key)
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         await self.client.set(key, value, ex=ttl)
@@ -98,6 +102,7 @@ class RedisExactTier:
         return {field.decode(): int(value) for field, value in raw.items()}
 
     async def close(self) -> None:
+        await self._gets.close()
         await self.client.aclose()
 
 
