@@ -56,11 +56,13 @@ def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> None:
 
 
 class RedisServer:
-    """A real redis-server on loopback, in its own temp dir, without persistence."""
+    """A real redis-server on loopback, in its own temp dir, without persistence;
+    ``extra_args`` are more redis-server options (e.g. a cluster node's)."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.binary = binary
         self.workdir = workdir
+        self.extra_args = extra_args
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -78,7 +80,7 @@ class RedisServer:
         with open(self.workdir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.workdir), "--protected-mode", "yes"],
+                 "--dir", str(self.workdir), "--protected-mode", "yes", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         wait_for_port(self.port, REDIS_START_TIMEOUT)

@@ -45,7 +45,12 @@ from llmcache_sidecar.invalidation import (
     events_channel,
     valid_revision,
 )
-from llmcache_sidecar.redis_client import REDIS_ERRORS, RedisClient, open_pubsub, open_redis
+from llmcache_sidecar.redis_client import (
+    REDIS_ERRORS,
+    RedisClient,
+    open_pubsub,
+    open_redis,
+)
 
 log = logging.getLogger(__name__)
 

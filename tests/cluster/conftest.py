@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import RedisError
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import RedisServer, free_port
 
 NODES = 3
 START_TIMEOUT = 20.0
@@ -25,43 +26,15 @@ START_TIMEOUT = 20.0
 NODE_TIMEOUT_MS = 1000
 
 
-class ClusterNodeProcess:
+class ClusterNodeProcess(RedisServer):
+    """One cluster node: a :class:`RedisServer` with cluster mode on and its own bus port."""
+
     def __init__(self, binary: str, workdir: Path) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
         self.bus_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> None:
-        if self.running:
-            return
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.workdir / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.workdir), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--cluster-port", str(self.bus_port), "--cluster-node-timeout", str(NODE_TIMEOUT_MS)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        wait_for_port(self.port, START_TIMEOUT)
-
-    def stop(self) -> None:
-        """Kill the node (an outage: no goodbye to its clients)."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-    def client(self) -> Any:
-        """A synchronous ``redis.Redis`` on this node only (no redirections followed)."""
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        super().__init__(binary, workdir, ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                           "--cluster-port", str(self.bus_port),
+                                           "--cluster-node-timeout", str(NODE_TIMEOUT_MS)))
 
     def info(self) -> dict[str, str]:
         raw = self.client().execute_command("CLUSTER", "INFO")
@@ -69,7 +42,8 @@ class ClusterNodeProcess:
         return dict(line.split(":", 1) for line in text.split() if ":" in line)
 
     def keys(self, pattern: str) -> list[str]:
-        return sorted(key.decode() for key in self.client().scan_iter(match=pattern, count=1000))
+        """The keys of this node only (:meth:`RedisServer.client` follows no redirection)."""
+        return self.scan(pattern)
 
 
 class RedisClusterServer:
@@ -104,7 +78,7 @@ class RedisClusterServer:
                 if all(node.info().get("cluster_state") == "ok"
                        and node.info().get("cluster_known_nodes") == str(NODES) for node in self.nodes):
                     return
-            except Exception:  # a node still loading
+            except (RedisError, OSError):  # a node still loading: ask again
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError("the Redis Cluster did not reach cluster_state:ok")

@@ -13,13 +13,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from llmcache_operator.stats import read_stats
 from llmcache_sidecar import state
 from llmcache_sidecar.events import FOLLOWER
-from llmcache_sidecar.invalidation import activate_revision, invalidate_redis, redis_client
+from llmcache_sidecar.invalidation import (
+    activate_revision,
+    invalidate_redis,
+    redis_client,
+)
 from llmcache_sidecar.redis_client import cluster_startup, is_cluster_url, open_redis
 from redis.asyncio.cluster import RedisCluster
+
 from tests.cluster.conftest import RedisClusterServer
 from tests.rollout.conftest import wait_until
 from tests.sidecar.calls import BYPASS, HIT, MISS, chat, metric_value, user
@@ -46,15 +50,14 @@ async def following(sidecar_factory: Any, url: str, **settings: Any) -> Any:
 
 
 async def admin(handle: Any, method: str, path: str, payload: Any = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, f"{handle.metrics_url.rstrip('/')}{path}", json=payload) as response:
-            return response.status, await response.json(content_type=None)
+    url = f"{handle.metrics_url.rstrip('/')}{path}"
+    async with aiohttp.ClientSession() as http, http.request(method, url, json=payload) as response:
+        return response.status, await response.json(content_type=None)
 
 
 async def metrics_text(handle: Any) -> str:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{handle.metrics_url.rstrip('/')}/metrics") as response:
-            return await response.text()
+    async with aiohttp.ClientSession() as http, http.get(f"{handle.metrics_url.rstrip('/')}/metrics") as response:
+        return await response.text()
 
 
 def test_cluster_urls_name_every_startup_node() -> None:
