@@ -22,9 +22,11 @@ from llmcache_sidecar.invalidation import (
     redis_client,
 )
 from llmcache_sidecar.redis_client import cluster_startup, is_cluster_url, open_redis
+from llmcache_sidecar.tiers.exact import RedisExactTier
 from redis.asyncio.cluster import RedisCluster
 
 from tests.cluster.conftest import RedisClusterServer
+from tests.conftest import sidecar_settings
 from tests.rollout.conftest import wait_until
 from tests.sidecar.calls import BYPASS, HIT, MISS, chat, metric_value, user
 from tests.upstream import expected_chat
@@ -87,6 +89,21 @@ async def test_exact_hits_through_the_sidecar_with_entries_on_every_node(
     by_node = redis_cluster.keys_by_node(f"llmcache:{CACHE}:default:*")
     assert sum(len(keys) for keys in by_node) == SPREAD
     assert all(by_node), f"entries per node: {[len(keys) for keys in by_node]}"
+
+
+async def test_concurrent_lookups_on_every_node_each_get_their_own_value(
+        redis_cluster: RedisClusterServer, tmp_path: Any) -> None:
+    """Lookups made at the same moment are batched (one MGET per loop turn, split by slot on a
+    cluster): each still gets its own key's value."""
+    tier = RedisExactTier.from_settings(sidecar_settings("http://127.0.0.1:1", tmp_path, redis_url=redis_cluster.url))
+    try:
+        keys = [f"llmcache:{CACHE}:r:t:e:{i}" for i in range(SPREAD)]
+        for key in keys:
+            await tier.set(key, key.encode(), 60)
+        values = await asyncio.gather(*(tier.get(key) for key in [*keys, f"llmcache:{CACHE}:r:t:e:absent"]))
+        assert values == [key.encode() for key in keys] + [None]
+    finally:
+        await tier.close()
 
 
 async def test_every_startup_node_form_reaches_the_cluster(
