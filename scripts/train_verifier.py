@@ -1,0 +1,260 @@
+"""Train the semantic tier's match verifier on the QQP dev pairs, measure it, export the shipped file.
+
+Issue 9.  Data: ``../shared/data/qqp-pairs-dev.jsonl`` split by question text into the 5 folds of
+``qqp_folds.py`` (the same folds as ``finetune_embedder.py``: fold 0 is its held-out fold), plus
+rule-made pairs from each training fold's questions (``verifier_training.rule_pairs``: near
+misses as non-duplicates, rewordings as duplicates; never from a held-out fold).  Embeddings from
+an ONNX model directory (``--model``; default: the packaged model) run by the sidecar's own
+embedder, so the features are the ones the sidecar computes.
+
+Two modes:
+
+- default (``--calibrate cv``): every kind measured by 5-fold cross-validation (each fold
+  scored by a model trained on the other four); the shipped model is trained on all five folds
+  and its precision -> cut table comes from the pooled out-of-fold scores;
+- ``--calibrate fold0``: for an embedding fine-tuned on folds 1-4, the verifier is trained on
+  folds 1-4 and calibrated and measured on fold 0 only (the one fold neither model saw).
+
+Measured for each kind and for the plain cosine threshold: recall at precision >= 0.85 (and the
+curve), near misses of held-out questions (``near_misses.py``, rules apart from the training
+ones) refused and faithful rewrites served at the 0.85 cut, GPTCache's mock benchmark (top-4
+candidates by cosine re-ranked by the verifier), and the verifier's time per lookup.  Every score
+goes through the exported JSON and the sidecar's numpy inference.
+
+    OMP_NUM_THREADS=1 python scripts/train_verifier.py [--model DIR] [--calibrate fold0]
+        [--kinds trees,linear] [--ship trees] [--out FILE] [--json RESULTS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from near_misses import faithful_rewrite, near_misses  # noqa: E402
+from qqp_folds import DEV_PAIRS, MOCK_PAIRS, REPO, load_rows, question_folds, recall_at_precision  # noqa: E402
+
+from llmcache_sidecar.calibration import embed_texts  # noqa: E402
+from llmcache_sidecar.default_model import model_files, sha256_of  # noqa: E402
+from llmcache_sidecar.embedder import OnnxEmbedder  # noqa: E402
+from llmcache_sidecar.verifier import Verifier, verifier_from_dict  # noqa: E402
+from llmcache_sidecar.verifier_training import (  # noqa: E402
+    Pair, features_of, make_model, precision_table, rule_pairs, texts_of, verifier_document)
+
+CACHE_DIR = Path("/tmp/llmcache-issue9")
+TARGET = 0.85
+CANDIDATES = 4
+SHIPPED = REPO / "sidecar/llmcache_sidecar/default_model/verifier.json"
+
+
+class Vectors:
+    """text -> embedding of one model, cached under /tmp by model digest and text-set digest."""
+
+    def __init__(self, model_dir: str | None) -> None:
+        self.files = model_files(model_dir)
+        self.sha256 = sha256_of(self.files.model)
+        self.embedder = OnnxEmbedder(self.files, "cpu", threads=1)
+        self.dim = self.embedder.dim
+        self.known: dict[str, np.ndarray] = {}
+
+    def add(self, texts: list[str]) -> None:
+        todo = sorted({t for t in texts if t not in self.known})
+        if not todo:
+            return
+        digest = hashlib.sha256(("\n".join(todo) + self.sha256).encode()).hexdigest()[:16]
+        path = CACHE_DIR / f"vec-{digest}.npy"
+        if path.exists():
+            vectors = np.load(path)
+        else:
+            vectors = embed_texts(self.embedder, todo)
+            CACHE_DIR.mkdir(exist_ok=True)
+            np.save(path, vectors)
+        self.known.update(zip(todo, vectors))
+
+
+def fold_pairs(rows: list[dict], folds: np.ndarray, which: set[int]) -> list[Pair]:
+    return [Pair(r["a"], r["b"], bool(r["duplicate"])) for r, f in zip(rows, folds) if f in which]
+
+
+def questions_of(pairs: list[Pair]) -> list[str]:
+    return sorted({t for t in texts_of(pairs)})
+
+
+def train(kind: str, real: list[Pair], made: list[Pair], vectors: Vectors):
+    x, y = features_of(real + made, vectors.known)
+    return make_model(kind).fit(x, y)
+
+
+def as_verifier(kind: str, fitted, vectors: Vectors, cuts=None, cosine_cuts=None, provenance=None) -> dict:
+    filler = [[TARGET, 0.5, 0.0]]
+    return verifier_document(kind, fitted, vectors.dim, cuts or filler, cosine_cuts or filler, vectors.sha256,
+                             provenance or {})
+
+
+def scores_of(verifier: Verifier | None, pairs: list[Pair], vectors: Vectors) -> np.ndarray:
+    u = np.stack([vectors.known[p.stored] for p in pairs])
+    v = np.stack([vectors.known[p.asked] for p in pairs])
+    if verifier is None:
+        return (u * v).sum(axis=1)
+    return verifier.probability([p.stored for p in pairs], [p.asked for p in pairs], u, v)
+
+
+def near_miss_pairs(questions: list[str]) -> list[tuple[str, Pair]]:
+    made = [(kind, Pair(q, changed, False)) for q in questions for kind, changed in near_misses(q)]
+    return made + [("faithful", Pair(q, faithful_rewrite(q), True)) for q in questions]
+
+
+def near_miss_outcome(verifier: Verifier | None, cut: float, made: list[tuple[str, Pair]], vectors: Vectors) -> dict:
+    scores = scores_of(verifier, [p for _, p in made], vectors)
+    out: dict[str, list[int]] = {}
+    for (kind, pair), s in zip(made, scores):
+        ok = (s >= cut) if pair.duplicate else (s < cut)
+        out.setdefault(kind, [0, 0])
+        out[kind][0] += int(ok)
+        out[kind][1] += 1
+    near = [sum(v[0] for k, v in out.items() if k != "faithful"), sum(v[1] for k, v in out.items() if k != "faithful")]
+    result = {kind: {"share": round(ok / n, 4), "of": n} for kind, (ok, n) in sorted(out.items())}
+    result["all_near_misses_refused"] = {"share": round(near[0] / max(near[1], 1), 4), "of": near[1]}
+    return result
+
+
+def mock_outcome(verifier: Verifier | None, cut: float, vectors: Vectors) -> dict:
+    """GPTCache's benchmark: every origin stored, every similar asked; the top-4 origins by cosine
+    re-ranked by the verifier (cosine alone when None), a hit when the best reaches ``cut``."""
+    rows = json.loads(MOCK_PAIRS.read_text())
+    origins, similars = [r["origin"] for r in rows], [r["similar"] for r in rows]
+    vectors.add(origins + similars)
+    stored = np.stack([vectors.known[t] for t in origins])
+    asked = np.stack([vectors.known[t] for t in similars])
+    cos = asked @ stored.T
+    top = np.argsort(-cos, axis=1)[:, :CANDIDATES]
+    right = wrong = 0
+    for i, candidates in enumerate(top):
+        if verifier is None:
+            best, score = candidates[0], cos[i, candidates[0]]
+        else:
+            p = verifier.probability([origins[c] for c in candidates], [similars[i]] * len(candidates),
+                                     stored[candidates], np.repeat(asked[i:i + 1], len(candidates), axis=0))
+            best, score = candidates[int(p.argmax())], float(p.max())
+        if score >= cut:
+            right += int(best == i)
+            wrong += int(best != i)
+    return {"right": right, "wrong": wrong, "miss": len(rows) - right - wrong,
+            "wrong_share_of_hits": round(wrong / max(right + wrong, 1), 4)}
+
+
+def latency(verifier: Verifier, vectors: Vectors, pairs: list[Pair], rounds: int = 300) -> dict:
+    """Seconds to score one lookup's top-4 candidates (features + model), median and p99."""
+    times = []
+    for i in range(rounds):
+        batch = [pairs[(i * CANDIDATES + j) % len(pairs)] for j in range(CANDIDATES)]
+        u = np.stack([vectors.known[p.stored] for p in batch])
+        v = np.stack([vectors.known[p.asked] for p in batch])
+        started = time.perf_counter()
+        verifier.probability([p.stored for p in batch], [p.asked for p in batch], u, v)
+        times.append(time.perf_counter() - started)
+    return {"p50_ms": round(1000 * float(np.median(times)), 3), "p99_ms": round(1000 * float(np.quantile(times, 0.99)), 3)}
+
+
+def curve(scores: np.ndarray, y: np.ndarray) -> dict:
+    return {f"{p:.2f}": round(recall_at_precision(scores, y, p)[0], 4) for p in (0.75, 0.80, 0.85, 0.90, 0.95)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="ONNX model directory (default: the packaged model)")
+    parser.add_argument("--calibrate", choices=["cv", "fold0"], default="cv")
+    parser.add_argument("--kinds", default="trees,linear")
+    parser.add_argument("--ship", default="trees", help="the kind written to --out")
+    parser.add_argument("--per-kind", type=int, default=1500, help="rule-made pairs per kind and training set")
+    parser.add_argument("--out", type=Path, default=SHIPPED, help="where the shipped verifier file is written")
+    parser.add_argument("--no-out", action="store_true", help="measure only")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    args = parser.parse_args()
+
+    rows = load_rows()
+    folds = question_folds(rows)
+    vectors = Vectors(args.model)
+    everything = fold_pairs(rows, folds, set(range(5)))
+    held_out_folds = [0] if args.calibrate == "fold0" else [0, 1, 2, 3, 4]
+    made_for: dict[int, list[Pair]] = {}
+    for k in range(5):  # rule-made pairs from each fold's own questions
+        made_for[k] = [p for _, p in rule_pairs(questions_of(fold_pairs(rows, folds, {k})), args.per_kind // 4, seed=k)]
+    near_sets = {k: near_miss_pairs(sorted({r["a"] for r, f in zip(rows, folds) if f == k})) for k in held_out_folds}
+    vectors.add(list(texts_of(everything)) + [t for m in made_for.values() for t in texts_of(m)]
+                + [t for s in near_sets.values() for _, p in s for t in (p.stored, p.asked)])
+
+    held = fold_pairs(rows, folds, set(held_out_folds))
+    y_held = np.array([p.duplicate for p in held])
+    held_fold = folds[np.isin(folds, held_out_folds)]
+    results: dict = {"model": vectors.files.name, "model_sha256": vectors.sha256, "calibrate": args.calibrate,
+                     "held_out_pairs": len(held), "rule_pairs_per_fold": {k: len(m) for k, m in made_for.items()},
+                     "methods": {}}
+    cosine_scores = scores_of(None, held, vectors)
+    cosine_cuts = precision_table(cosine_scores, y_held)
+    cosine_cut = recall_at_precision(cosine_scores, y_held, TARGET)[1]
+    results["methods"]["cosine"] = {
+        "recall_at_p85": round(recall_at_precision(cosine_scores, y_held, TARGET)[0], 4), "cut": round(cosine_cut, 4),
+        "per_fold": [round(recall_at_precision(cosine_scores[held_fold == k], y_held[held_fold == k], TARGET)[0], 4)
+                     for k in held_out_folds],
+        "curve": curve(cosine_scores, y_held),
+        "near_misses": {k: near_miss_outcome(None, cosine_cut, near_sets[k], vectors) for k in held_out_folds},
+        "gptcache_mock": mock_outcome(None, cosine_cut, vectors)}
+    print("cosine", json.dumps(results["methods"]["cosine"]), flush=True)
+    shipped_doc = None
+    for kind in args.kinds.split(","):
+        started = time.monotonic()
+        fold_verifiers: dict[int, Verifier] = {}
+        scores = np.empty(len(held))
+        for k in held_out_folds:
+            train_folds = set(range(5)) - {k}
+            fitted = train(kind, fold_pairs(rows, folds, train_folds),
+                           [p for f in train_folds for p in made_for[f]], vectors)
+            fold_verifiers[k] = verifier_from_dict(as_verifier(kind, fitted, vectors))
+            scores[held_fold == k] = scores_of(fold_verifiers[k], fold_pairs(rows, folds, {k}), vectors)
+        cuts = precision_table(scores, y_held)
+        recall, cut = recall_at_precision(scores, y_held, TARGET)
+        method = {"recall_at_p85": round(recall, 4), "cut": round(cut, 4),
+                  "per_fold": [round(recall_at_precision(scores[held_fold == k], y_held[held_fold == k], TARGET)[0], 4)
+                               for k in held_out_folds],
+                  "curve": curve(scores, y_held),
+                  "near_misses": {k: near_miss_outcome(fold_verifiers[k], cut, near_sets[k], vectors)
+                                  for k in held_out_folds}}
+        if args.calibrate == "cv":  # the shipped model: all five folds, cut table from the out-of-fold scores
+            fitted = train(kind, everything, [p for m in made_for.values() for p in m], vectors)
+        provenance = {
+            "command": "python scripts/train_verifier.py " + " ".join(sys.argv[1:]),
+            "data": str(DEV_PAIRS.name), "data_sha256": sha256_of(DEV_PAIRS),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+            "embedding_model": vectors.files.name, "kind": kind,
+            "trained_on": "QQP dev folds 0-4 + rule-made pairs" if args.calibrate == "cv"
+            else "QQP dev folds 1-4 + rule-made pairs",
+            "calibrated_on": "out-of-fold scores of 5-fold question-split CV" if args.calibrate == "cv"
+            else "QQP dev fold 0 (held out from the verifier and the embedding)",
+            "held_out_recall_at_precision_0.85": round(recall, 4),
+            "held_out_cosine_recall_at_precision_0.85": results["methods"]["cosine"]["recall_at_p85"]}
+        doc = as_verifier(kind, fitted, vectors, cuts, cosine_cuts, provenance)
+        shipped = verifier_from_dict(doc)
+        method["gptcache_mock"] = mock_outcome(shipped, shipped.cut_for(TARGET), vectors)
+        method["latency_top4"] = latency(shipped, vectors, held)
+        method["seconds"] = round(time.monotonic() - started, 1)
+        results["methods"][kind] = method
+        print(kind, json.dumps(method), flush=True)
+        if kind == args.ship:
+            shipped_doc = doc
+    if shipped_doc is not None and not args.no_out:
+        args.out.write_text(json.dumps(shipped_doc, separators=(",", ":")) + "\n")
+        print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""The match verifier: is a stored question close enough in *meaning* to serve its answer?
+
+A cosine threshold cannot tell "How do I convert Celsius to Fahrenheit?" from "How do I convert
+Fahrenheit to Celsius?".  The verifier scores a candidate pair (stored question, asked question)
+from their two embeddings and their texts:
+
+- the cosine, and the elementwise ``|u - v|`` and ``u * v`` of the two unit vectors;
+- lexical overlap: word and content-word Jaccard, words on one side only, length ratio, whether
+  the first word (the question type) differs;
+- guard signals: the numbers differ, a date (month, weekday, year) differs, a negation is on one
+  side only, the capitalised names differ, the same words stand in another order (a reversed
+  relation).
+
+The model is a logistic regression or gradient-boosted trees trained offline
+(``scripts/train_verifier.py``, ``llmcache tune``) and shipped as a JSON file: weights or node
+arrays, the precision -> probability-cut table measured on held-out pairs, and the provenance.
+Inference is numpy only (no scikit-learn, no torch) and scores the top-k candidates of a lookup
+in one call; a hit is the best-scoring candidate whose probability reaches the cut the user's
+target precision picks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import DEFAULT_TARGET_PRECISION, Settings
+
+log = logging.getLogger(__name__)
+
+FORMAT = "llmcache-verifier/1"
+VERIFIER_FILE = "verifier.json"
+
+WORD = re.compile(r"[a-z0-9']+")
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+CAPITALISED = re.compile(r"\b[A-Z][A-Za-z0-9]*\b")
+NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot"})
+MONTHS = frozenset({"january", "february", "march", "april", "may", "june", "july", "august", "september",
+                    "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
+                    "sept", "oct", "nov", "dec"})
+WEEKDAYS = frozenset({"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"})
+STOP = frozenset({"a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "are", "do", "does", "i",
+                  "you", "my", "what", "how", "why", "which", "who", "when", "where", "can", "it", "be", "with"})
+
+#: names of the pair features, in the order of :func:`pair_features` (the embedding features follow)
+PAIR_FEATURES = ("cosine", "jaccard", "content_jaccard", "only_one_side", "length_ratio", "first_word_differs",
+                 "numbers_differ", "dates_differ", "negation_differs", "names_differ", "reordered")
+
+
+class VerifierError(RuntimeError):
+    """The verifier file cannot be read, is not a verifier, or does not fit the embedding model."""
+
+
+def _words(text: str) -> list[str]:
+    return WORD.findall(text.lower().replace("n't", " not"))
+
+
+def _names(text: str) -> set[str]:
+    """Capitalised words after the first: a cheap, language-model-free named-entity guess."""
+    found = CAPITALISED.findall(text)
+    return {w.lower() for w in found[1:] if w.lower() not in STOP and w != "I"}
+
+
+def _dates(words: list[str]) -> set[str]:
+    return {w for w in words if w in MONTHS or w in WEEKDAYS or (len(w) == 4 and w.isdigit() and w[:2] in ("19", "20"))}
+
+
+def pair_features(stored: str, asked: str, cosine: float) -> list[float]:
+    """The cosine, lexical and guard features of one pair (order: :data:`PAIR_FEATURES`)."""
+    ws, wa = _words(stored), _words(asked)
+    ss, sa = set(ws), set(wa)
+    cs, ca = ss - STOP, sa - STOP
+    ns, na = _names(stored), _names(asked)
+    return [
+        cosine,
+        len(ss & sa) / max(len(ss | sa), 1),
+        len(cs & ca) / max(len(cs | ca), 1),
+        float(len(cs ^ ca)),
+        min(len(ws), len(wa)) / max(len(ws), len(wa), 1),
+        float(ws[:1] != wa[:1]),
+        float(set(NUMBER.findall(stored)) != set(NUMBER.findall(asked))),
+        float(_dates(ws) != _dates(wa)),
+        float(bool(ss & NEGATIONS) != bool(sa & NEGATIONS)),
+        float(bool(ns and na) and ns != na),
+        float(ws != wa and sorted(ws) == sorted(wa)),
+    ]
+
+
+def feature_matrix(stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``(n, 11 + 2 * dim)`` float64 features of n pairs: pair features, ``|u - v|``, ``u * v``."""
+    u = np.atleast_2d(np.asarray(u, dtype=np.float64))
+    v = np.atleast_2d(np.asarray(v, dtype=np.float64))
+    cosines = (u * v).sum(axis=1)
+    pairs = np.array([pair_features(s, a, float(c)) for s, a, c in zip(stored, asked, cosines)], dtype=np.float64)
+    return np.hstack([pairs.reshape(len(cosines), len(PAIR_FEATURES)), np.abs(u - v), u * v])
+
+
+@dataclass(frozen=True, slots=True)
+class Trees:
+    """Gradient-boosted trees as padded node arrays ``(trees, nodes)``: a sample at node ``n`` of
+    tree ``t`` goes left when ``x[feature[t, n]] <= threshold[t, n]``; leaves carry ``value``."""
+
+    baseline: float
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    is_leaf: np.ndarray
+    value: np.ndarray
+    depth: int
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        trees = np.arange(self.feature.shape[0])
+        node = np.zeros((x.shape[0], len(trees)), dtype=np.int64)
+        rows = np.arange(x.shape[0])[:, None]
+        for _ in range(self.depth):
+            leaf = self.is_leaf[trees, node]
+            if leaf.all():
+                break
+            go_left = x[rows, self.feature[trees, node]] <= self.threshold[trees, node]
+            step = np.where(go_left, self.left[trees, node], self.right[trees, node])
+            node = np.where(leaf, node, step)
+        return self.baseline + self.value[trees, node].sum(axis=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Linear:
+    """Logistic regression over standardised features: ``w . (x - mean) / scale + b``."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.weights + self.bias
+
+
+@dataclass(frozen=True, slots=True)
+class Verifier:
+    """A trained verifier: ``probability`` of the pairs, and the cut for a target precision."""
+
+    model: Trees | Linear
+    dim: int
+    #: (precision, probability cut, recall there) measured on held-out pairs, precision ascending
+    cuts: tuple[tuple[float, float, float], ...]
+    #: (precision, cosine threshold, recall there) of the plain threshold on the same pairs
+    cosine_cuts: tuple[tuple[float, float, float], ...]
+    #: sha256 of the ``model.onnx`` whose vectors it was trained on ("" = not checked)
+    embedding_sha256: str
+    provenance: dict[str, Any]
+
+    def probability(self, stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        raw = self.model.raw(feature_matrix(stored, asked, u, v))
+        return 1.0 / (1.0 + np.exp(-raw))
+
+    def cut_for(self, target_precision: float) -> float:
+        """The lowest probability cut whose held-out precision reached ``target_precision``
+        (the strictest measured cut when the target is above every measured precision)."""
+        return _lookup(self.cuts, target_precision)
+
+    def cosine_threshold_for(self, target_precision: float) -> float:
+        """Same, for the plain cosine threshold (used when the verifier is off)."""
+        return _lookup(self.cosine_cuts, target_precision)
+
+
+def _lookup(table: tuple[tuple[float, float, float], ...], target: float) -> float:
+    for precision, cut, _ in table:
+        if precision >= target - 1e-9:
+            return cut
+    return table[-1][1]
+
+
+def load_verifier(path: Path) -> Verifier:
+    """Read a verifier file (or ``verifier.json`` in a directory); raise :class:`VerifierError`."""
+    if path.is_dir():
+        path = path / VERIFIER_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise VerifierError(f"{path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise VerifierError(f"{path}: not JSON ({exc})") from exc
+    try:
+        return verifier_from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VerifierError(f"{path}: not a {FORMAT} file ({type(exc).__name__}: {exc})") from exc
+
+
+def verifier_from_dict(data: dict[str, Any]) -> Verifier:
+    if data.get("format") != FORMAT:
+        raise ValueError(f"format {data.get('format')!r}")
+    dim = int(data["dim"])
+    model = data["model"]
+    if model["kind"] == "trees":
+        parts = {name: np.asarray(model[name]) for name in ("feature", "threshold", "left", "right", "is_leaf", "value")}
+        built: Trees | Linear = Trees(
+            baseline=float(model["baseline"]), feature=parts["feature"].astype(np.int64),
+            threshold=parts["threshold"].astype(np.float64), left=parts["left"].astype(np.int64),
+            right=parts["right"].astype(np.int64), is_leaf=parts["is_leaf"].astype(bool),
+            value=parts["value"].astype(np.float64), depth=int(model["depth"]))
+        width = int(parts["feature"].max()) + 1 if parts["feature"].size else 0
+        shapes = {p.shape for p in parts.values()}
+        if len(shapes) != 1 or width > len(PAIR_FEATURES) + 2 * dim:
+            raise ValueError("node arrays of different shapes or features beyond the input")
+    elif model["kind"] == "linear":
+        built = Linear(mean=np.asarray(model["mean"], dtype=np.float64), scale=np.asarray(model["scale"], dtype=np.float64),
+                       weights=np.asarray(model["weights"], dtype=np.float64), bias=float(model["bias"]))
+        if not built.mean.shape == built.scale.shape == built.weights.shape == (len(PAIR_FEATURES) + 2 * dim,):
+            raise ValueError("weights do not match the feature count")
+    else:
+        raise ValueError(f"model kind {model['kind']!r}")
+    cuts = tuple(sorted((float(p), float(c), float(r)) for p, c, r in data["cuts"]))
+    cosine_cuts = tuple(sorted((float(p), float(c), float(r)) for p, c, r in data["cosine_cuts"]))
+    if not cuts or not cosine_cuts:
+        raise ValueError("empty precision table")
+    return Verifier(model=built, dim=dim, cuts=cuts, cosine_cuts=cosine_cuts,
+                    embedding_sha256=str(data.get("embedding_sha256", "")), provenance=dict(data.get("provenance", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class MatchPolicy:
+    """How the semantic tier decides a hit: the verifier and its probability cut when on, the
+    plain cosine threshold otherwise (and for stored entries without text)."""
+
+    threshold: float
+    verifier: Verifier | None = None
+    cut: float = 1.0
+    #: candidates (nearest by cosine) the verifier re-ranks
+    candidates: int = 4
+    #: candidates below this cosine are not worth scoring (the verifier never accepts them)
+    floor: float = 0.5
+
+    def describe(self) -> str:
+        if self.verifier is None:
+            return f"cosine threshold {self.threshold:.3f}"
+        return (f"verifier ({self.verifier.provenance.get('kind', '?')}) cut {self.cut:.3f} over the top "
+                f"{self.candidates}; cosine threshold {self.threshold:.3f} for entries without text")
+
+
+def packaged_verifier_path() -> Path:
+    from .default_model import PACKAGE_DIR
+
+    return PACKAGE_DIR / VERIFIER_FILE
+
+
+def verifier_location(explicit: str | None, model_dir: str | None) -> Path | None:
+    """The verifier file to use: ``explicit``; else ``verifier.json`` in the model directory;
+    else the packaged one when the model is the packaged default; else None."""
+    if explicit:
+        return Path(explicit)
+    if model_dir is not None:
+        path = Path(model_dir) / VERIFIER_FILE
+        return path if path.is_file() else None
+    return packaged_verifier_path()
+
+
+def fitting_verifier(path: Path, model_sha256: str) -> Verifier:
+    """The verifier at ``path``, refused (:class:`VerifierError`) when it was trained on another
+    embedding model's vectors: its features would be meaningless."""
+    verifier = load_verifier(path)
+    if verifier.embedding_sha256 and verifier.embedding_sha256 != model_sha256:
+        raise VerifierError(f"{path} was trained on the vectors of another embedding model (sha256 "
+                            f"{verifier.embedding_sha256[:12]}..., loaded {model_sha256[:12]}...)")
+    return verifier
+
+
+def match_policy(settings: Settings, model_sha256: str) -> MatchPolicy:
+    """The policy ``settings`` ask for, for the embedding model whose ``model.onnx`` has
+    ``model_sha256``.  A verifier that cannot be loaded or does not fit the model is not used:
+    the tier then falls back to the cosine threshold, and says so in the log."""
+    path = verifier_location(settings.verifier_path, settings.embedding_model)
+    verifier = None
+    if path is not None and (settings.verifier == "on" or settings.target_precision is not None):
+        try:
+            verifier = fitting_verifier(path, model_sha256)
+        except VerifierError as exc:
+            log.error("match verifier not used: %s", exc)
+    threshold = settings.similarity_threshold
+    if settings.target_precision is not None:
+        if verifier is not None:
+            threshold = verifier.cosine_threshold_for(settings.target_precision)
+        else:
+            log.error("target precision %.3f asked for but no verifier file fits the embedding model: "
+                      "using the similarity threshold %.3f", settings.target_precision, threshold)
+    if verifier is None or settings.verifier == "off":
+        return MatchPolicy(threshold=threshold)
+    target = settings.target_precision if settings.target_precision is not None else DEFAULT_TARGET_PRECISION
+    return MatchPolicy(threshold=threshold, verifier=verifier, cut=verifier.cut_for(target))

@@ -1,0 +1,247 @@
+"""Training the match verifier (offline: ``scripts/train_verifier.py`` and ``llmcache tune``).
+
+Needs scikit-learn (the ``tune`` extra); the sidecar itself never imports this module.  The
+pieces: a split of labelled pairs by question text (no question on both sides of a split), extra
+labelled negatives made by rules from the training questions (another number, date, negation,
+name, a reversed relation: the edits a cosine threshold serves and QQP barely contains), the
+two model kinds, their export to the JSON the sidecar reads (:mod:`llmcache_sidecar.verifier`),
+and the precision -> cut tables measured on held-out scores.
+
+The augmentation rules here are deliberately not the ones ``scripts/near_misses.py`` uses to
+*measure* near misses (other replacement values, other word lists, insertion of "not" rather
+than a contracted auxiliary, names taken from other training questions rather than a fixed
+list), so the measured refusal rates are not a replay of the training data.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .verifier import FORMAT, PAIR_FEATURES, feature_matrix
+
+#: the precisions the shipped table covers
+PRECISIONS = tuple(round(0.70 + 0.01 * i, 2) for i in range(30))
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    stored: str
+    asked: str
+    duplicate: bool
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def question_groups(pairs: Sequence[tuple[str, str]], k: int = 5, seed: int = 0) -> np.ndarray:
+    """Fold (0..k-1) of each pair; pairs connected through a shared question share a fold
+    (union-find over the questions, compared lower-cased and whitespace-collapsed)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = find(_norm(a)), find(_norm(b))
+        if ra != rb:
+            parent[ra] = rb
+    roots = sorted({find(_norm(a)) for a, _ in pairs})
+    random.Random(seed).shuffle(roots)
+    fold_of_root = {root: i % k for i, root in enumerate(roots)}
+    return np.array([fold_of_root[find(_norm(a))] for a, _ in pairs])
+
+
+# -- rule-made training pairs -------------------------------------------------------------
+
+_NUMBER = re.compile(r"\b\d+\b")
+_MONTH_LIST = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+               "November", "December"]
+_MONTH = re.compile(r"\b(" + "|".join(_MONTH_LIST) + r")\b")
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+_DAY = re.compile(r"\b(" + "|".join(_DAYS) + r")\b")
+_AUX = re.compile(r"\b(is|are|was|were|should|could|would|has|have|must|might|did|does|do|can|will)\b", re.I)
+_NEGATED = re.compile(r"\b(not|never|n't)\b ?", re.I)
+_NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")
+
+
+def _numbers(q: str, rng: random.Random) -> str | None:
+    m = _NUMBER.search(q)
+    if not m:
+        return None
+    value = int(m.group()) if len(m.group()) < 10 else 7
+    other = value * 2 + rng.choice([3, 5, 10]) if value < 1900 or value > 2100 else value - rng.choice([2, 3, 10])
+    return q[:m.start()] + str(other) + q[m.end():]
+
+
+def _dates(q: str, rng: random.Random) -> str | None:
+    if m := _MONTH.search(q):
+        return q[:m.start()] + _MONTH_LIST[(_MONTH_LIST.index(m.group()) + rng.randint(1, 11)) % 12] + q[m.end():]
+    if m := _DAY.search(q):
+        return q[:m.start()] + _DAYS[(_DAYS.index(m.group()) + rng.randint(1, 6)) % 7] + q[m.end():]
+    return None
+
+
+def _negation(q: str, rng: random.Random) -> str | None:
+    if m := _NEGATED.search(q):  # take an existing negation away
+        return (q[:m.start()] + q[m.end():]).replace("  ", " ")
+    if m := _AUX.search(q):
+        return q[:m.end()] + rng.choice([" not", " never"]) + q[m.end():]
+    return None
+
+
+def _relation_swapper(names: frozenset[str]) -> Callable[[str, random.Random], str | None]:
+    """Two names of the question swapped ("from India to Canada" -> "from Canada to India")."""
+    def swap(q: str, rng: random.Random) -> str | None:
+        found = [m for m in _NAME.finditer(q) if m.start() > 0 and m.group() in names]
+        first = found[0] if found else None
+        second = next((m for m in found[1:] if m.group() != found[0].group() and " " in q[found[0].end():m.start()].strip()),
+                      None)
+        if first is None or second is None:
+            return None
+        return (q[:first.start()] + second.group() + q[first.end():second.start()] + first.group()
+                + q[second.end():])
+    return swap
+
+
+def _name_swapper(names: Sequence[str]) -> Callable[[str, random.Random], str | None]:
+    known = frozenset(names)
+
+    def swap(q: str, rng: random.Random) -> str | None:
+        found = [m for m in _NAME.finditer(q) if m.start() > 0 and m.group() in known]
+        if not found or not names:
+            return None
+        m = rng.choice(found)
+        other = rng.choice(names)
+        if other.lower() == m.group().lower():
+            return None
+        return q[:m.start()] + other + q[m.end():]
+    return swap
+
+
+def _faithful(q: str, rng: random.Random) -> str | None:
+    """A rewording that keeps the meaning (punctuation, case, filler)."""
+    choice = rng.randrange(4)
+    if choice == 0:
+        return q.rstrip("?. ") if q.rstrip().endswith(("?", ".")) else q + "?"
+    if choice == 1:
+        return q.upper() if len(q) < 40 else q.lower()
+    if choice == 2:
+        return "Please, " + q[:1].lower() + q[1:]
+    return re.sub(r"\s+", "  ", q) + " ?"
+
+
+def rule_pairs(questions: Sequence[str], per_kind: int, seed: int = 0) -> list[tuple[str, Pair]]:
+    """(kind, pair) made by rules from ``questions``: near misses (labelled non-duplicate) and
+    faithful rewordings (labelled duplicate), at most ``per_kind`` of each kind."""
+    rng = random.Random(seed)
+    openers = {q.split()[0] for q in questions if q.split()} | {m.group() for q in questions for m in
+                                                                 re.finditer(r"(?<=[.?!] )[A-Z][a-z]+", q)}
+    names = sorted({m.group() for q in questions for m in _NAME.finditer(q) if m.start() > 0} - openers)
+    makers: dict[str, Callable[[str, random.Random], str | None]] = {
+        "number": _numbers, "date": _dates, "negation": _negation, "relation": _relation_swapper(frozenset(names)),
+        "name": _name_swapper(names), "faithful": _faithful}
+    shuffled = list(questions)
+    rng.shuffle(shuffled)
+    made: list[tuple[str, Pair]] = []
+    for kind, make in makers.items():
+        count = 0
+        for q in shuffled:
+            changed = make(q, rng)
+            if changed is None or changed == q:
+                continue
+            made.append((kind, Pair(q, changed, kind == "faithful")))
+            count += 1
+            if count >= per_kind:
+                break
+    return made
+
+
+# -- models, export, tables -----------------------------------------------------------------
+
+def make_model(kind: str) -> Any:
+    if kind == "trees":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, max_leaf_nodes=15, random_state=0)
+    if kind == "linear":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+    raise ValueError(f"unknown verifier kind {kind!r} (trees or linear)")
+
+
+def export_model(kind: str, fitted: Any) -> dict[str, Any]:
+    """The fitted scikit-learn model as the JSON the sidecar's numpy inference reads."""
+    if kind == "linear":
+        scaler, logreg = fitted[0], fitted[-1]
+        return {"kind": "linear", "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+                "weights": logreg.coef_[0].tolist(), "bias": float(logreg.intercept_[0])}
+    predictors = [tree[0].nodes for tree in fitted._predictors]
+    width = max(len(nodes) for nodes in predictors)
+
+    def padded(field: str, fill: float, dtype: type) -> list[list[Any]]:
+        out = np.full((len(predictors), width), fill, dtype=dtype)
+        for t, nodes in enumerate(predictors):
+            out[t, : len(nodes)] = nodes[field]
+        return out.tolist()
+
+    if any(nodes["is_categorical"].any() for nodes in predictors):
+        raise ValueError("categorical splits are not exported")
+    return {"kind": "trees", "baseline": float(np.ravel(fitted._baseline_prediction)[0]),
+            "depth": int(max(nodes["depth"].max() for nodes in predictors)) + 1,
+            "feature": padded("feature_idx", 0, np.int64), "threshold": padded("num_threshold", 0.0, np.float64),
+            "left": padded("left", 0, np.int64), "right": padded("right", 0, np.int64),
+            "is_leaf": padded("is_leaf", 1, np.int64), "value": padded("value", 0.0, np.float64)}
+
+
+def precision_table(scores: np.ndarray, duplicate: np.ndarray,
+                    precisions: Sequence[float] = PRECISIONS) -> list[list[float]]:
+    """[precision, lowest cut reaching it (score >= cut), recall there] for each precision
+    that some cut reaches, measured on held-out scores."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], duplicate[order].astype(bool)
+    tp = np.cumsum(y)
+    hits = np.arange(1, len(y) + 1)
+    last_of_run = np.r_[s[1:] != s[:-1], True]
+    recall = tp / max(int(y.sum()), 1)
+    table = []
+    for target in precisions:
+        ok = (tp / hits >= target) & last_of_run
+        if ok.any():
+            i = int(np.flatnonzero(ok)[np.argmax(recall[ok])])
+            table.append([float(target), float(s[i]), round(float(recall[i]), 4)])
+    return table
+
+
+def verifier_document(kind: str, fitted: Any, dim: int, cuts: list[list[float]], cosine_cuts: list[list[float]],
+                      embedding_sha256: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    return {"format": FORMAT, "dim": dim, "features": list(PAIR_FEATURES) + ["|u-v|"] * dim + ["u*v"] * dim,
+            "embedding_sha256": embedding_sha256, "cuts": cuts, "cosine_cuts": cosine_cuts,
+            "provenance": provenance, "model": export_model(kind, fitted)}
+
+
+def features_of(pairs: Sequence[Pair], vectors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Feature matrix and labels of ``pairs``; ``vectors`` maps every text to its embedding."""
+    u = np.stack([vectors[p.stored] for p in pairs])
+    v = np.stack([vectors[p.asked] for p in pairs])
+    x = feature_matrix([p.stored for p in pairs], [p.asked for p in pairs], u, v)
+    return x, np.array([p.duplicate for p in pairs])
+
+
+def texts_of(pairs: Sequence[Pair]) -> Iterator[str]:
+    for p in pairs:
+        yield p.stored
+        yield p.asked
