@@ -1,5 +1,6 @@
 """A real Redis Cluster: three ``redis-server --cluster-enabled yes`` on loopback, joined by
-``redis-cli --cluster create`` (no replicas), one per test session, emptied before every test.
+``redis-cli --cluster create`` (no replicas), one per test session, emptied before every test;
+and ``replicated_cluster``: a fresh one with a replica per primary, for failovers.
 
 ``redis_cluster.stop(i)`` / ``start(i)`` kill and restart one node (same ports, same
 ``nodes.conf``: it rejoins with its slots, without its data, as a node without persistence does).
@@ -20,7 +21,7 @@ from redis.exceptions import RedisError
 
 from tests.conftest import RedisServer, free_port
 
-NODES = 3
+PRIMARIES = 3
 START_TIMEOUT = 20.0
 #: how long a node may be unreachable before the others mark it failed (ms); short for the tests
 NODE_TIMEOUT_MS = 1000
@@ -47,9 +48,13 @@ class ClusterNodeProcess(RedisServer):
 
 
 class RedisClusterServer:
-    def __init__(self, redis_server: str, redis_cli: str, workdir: Path) -> None:
+    """``PRIMARIES`` primaries, each with ``replicas`` replicas."""
+
+    def __init__(self, redis_server: str, redis_cli: str, workdir: Path, replicas: int = 0) -> None:
         self.redis_cli = redis_cli
-        self.nodes = [ClusterNodeProcess(redis_server, workdir / f"node-{i}") for i in range(NODES)]
+        self.replicas = replicas
+        self.nodes = [ClusterNodeProcess(redis_server, workdir / f"node-{i}")
+                      for i in range(PRIMARIES * (1 + replicas))]
 
     @property
     def url(self) -> str:
@@ -65,18 +70,18 @@ class RedisClusterServer:
             node.start()
         subprocess.run(
             [self.redis_cli, "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )
         self.wait_ok()
 
     def wait_ok(self) -> None:
-        """Until every node says ``cluster_state:ok`` and knows every other node."""
+        """Until every running node says ``cluster_state:ok`` and knows every other node."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                if all(node.info().get("cluster_state") == "ok"
-                       and node.info().get("cluster_known_nodes") == str(NODES) for node in self.nodes):
+                if all(info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(len(self.nodes))
+                       for info in (node.info() for node in self.nodes if node.running)):
                     return
             except (RedisError, OSError):  # a node still loading: ask again
                 pass
@@ -105,8 +110,13 @@ class RedisClusterServer:
 
         return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=5)
 
+    def owner(self, key: str) -> int:
+        """The index of the node serving ``key``'s slot (its primary)."""
+        port = self.cluster_client().get_node_from_key(key).port
+        return next(index for index, node in enumerate(self.nodes) if node.port == port)
+
     def keys(self, pattern: str = "*") -> list[str]:
-        """The keys matching ``pattern`` on every node, sorted."""
+        """The keys matching ``pattern`` on every node, sorted (without replicas: each key once)."""
         return sorted(key for node in self.nodes for key in node.keys(pattern))
 
     def keys_by_node(self, pattern: str = "*") -> list[list[str]]:
@@ -121,12 +131,17 @@ class RedisClusterServer:
             node.stop()
 
 
-@pytest.fixture(scope="session")
-def _cluster_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+def binaries() -> tuple[str, str]:
+    """redis-server and redis-cli, or the test is skipped."""
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if server is None or cli is None:
         pytest.skip("redis-server / redis-cli not installed (apt-get install -y redis-server)")
-    cluster = RedisClusterServer(server, cli, tmp_path_factory.mktemp("redis-cluster"))
+    return server, cli
+
+
+@pytest.fixture(scope="session")
+def _cluster_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    cluster = RedisClusterServer(*binaries(), tmp_path_factory.mktemp("redis-cluster"))
     try:
         cluster.create()
         yield cluster
@@ -142,3 +157,14 @@ def redis_cluster(_cluster_processes: RedisClusterServer) -> Iterator[RedisClust
     _cluster_processes.wait_ok()
     _cluster_processes.flush()
     yield _cluster_processes
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterServer]:
+    """A fresh Redis Cluster of three primaries with one replica each (a test may fail one over)."""
+    cluster = RedisClusterServer(*binaries(), tmp_path / "replicated-cluster", replicas=1)
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.shutdown()
