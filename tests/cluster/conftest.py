@@ -9,6 +9,7 @@ Skipped when ``redis-server`` or ``redis-cli`` is missing (``apt-get install -y 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -25,17 +26,26 @@ PRIMARIES = 3
 START_TIMEOUT = 20.0
 #: how long a node may be unreachable before the others mark it failed (ms); short for the tests
 NODE_TIMEOUT_MS = 1000
+PASSWORD = "cluster-s3cret"
 
 
 class ClusterNodeProcess(RedisServer):
-    """One cluster node: a :class:`RedisServer` with cluster mode on and its own bus port."""
+    """One cluster node: a :class:`RedisServer` with cluster mode on, its own bus port, and
+    ``password`` required from clients and replicas when given."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, password: str | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.bus_port = free_port()
+        self.password = password
+        auth = ("--requirepass", password, "--masterauth", password) if password else ()
         super().__init__(binary, workdir, ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                            "--cluster-port", str(self.bus_port),
-                                           "--cluster-node-timeout", str(NODE_TIMEOUT_MS)))
+                                           "--cluster-node-timeout", str(NODE_TIMEOUT_MS), *auth))
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, password=self.password)
 
     def info(self) -> dict[str, str]:
         raw = self.client().execute_command("CLUSTER", "INFO")
@@ -48,12 +58,14 @@ class ClusterNodeProcess(RedisServer):
 
 
 class RedisClusterServer:
-    """``PRIMARIES`` primaries, each with ``replicas`` replicas."""
+    """``PRIMARIES`` primaries, each with ``replicas`` replicas; ``password`` on every node."""
 
-    def __init__(self, redis_server: str, redis_cli: str, workdir: Path, replicas: int = 0) -> None:
+    def __init__(self, redis_server: str, redis_cli: str, workdir: Path, replicas: int = 0,
+                 password: str | None = None) -> None:
         self.redis_cli = redis_cli
         self.replicas = replicas
-        self.nodes = [ClusterNodeProcess(redis_server, workdir / f"node-{i}")
+        self.password = password
+        self.nodes = [ClusterNodeProcess(redis_server, workdir / f"node-{i}", password)
                       for i in range(PRIMARIES * (1 + replicas))]
 
     @property
@@ -71,7 +83,7 @@ class RedisClusterServer:
         subprocess.run(
             [self.redis_cli, "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
+            check=True, capture_output=True, timeout=60, env={**os.environ, "REDISCLI_AUTH": self.password or ""},
         )
         self.wait_ok()
 
@@ -108,7 +120,7 @@ class RedisClusterServer:
         """A synchronous ``redis.RedisCluster`` for looking into the cluster from a test."""
         import redis
 
-        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=5)
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=5, password=self.password)
 
     def owner(self, key: str) -> int:
         """The index of the node serving ``key``'s slot (its primary)."""
@@ -141,12 +153,7 @@ def binaries() -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def _cluster_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
-    cluster = RedisClusterServer(*binaries(), tmp_path_factory.mktemp("redis-cluster"))
-    try:
-        cluster.create()
-        yield cluster
-    finally:
-        cluster.shutdown()
+    yield from fresh_cluster(tmp_path_factory.mktemp("redis-cluster"))
 
 
 @pytest.fixture
@@ -162,7 +169,17 @@ def redis_cluster(_cluster_processes: RedisClusterServer) -> Iterator[RedisClust
 @pytest.fixture
 def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterServer]:
     """A fresh Redis Cluster of three primaries with one replica each (a test may fail one over)."""
-    cluster = RedisClusterServer(*binaries(), tmp_path / "replicated-cluster", replicas=1)
+    yield from fresh_cluster(tmp_path / "replicated-cluster", replicas=1)
+
+
+@pytest.fixture
+def password_cluster(tmp_path: Path) -> Iterator[RedisClusterServer]:
+    """A fresh Redis Cluster (three primaries) whose nodes require :data:`PASSWORD`."""
+    yield from fresh_cluster(tmp_path / "password-cluster", password=PASSWORD)
+
+
+def fresh_cluster(workdir: Path, **options: Any) -> Iterator[RedisClusterServer]:
+    cluster = RedisClusterServer(*binaries(), workdir, **options)
     try:
         cluster.create()
         yield cluster

@@ -25,7 +25,7 @@ from llmcache_sidecar.redis_client import cluster_startup, is_cluster_url, open_
 from llmcache_sidecar.tiers.exact import RedisExactTier
 from redis.asyncio.cluster import RedisCluster
 
-from tests.cluster.conftest import RedisClusterServer
+from tests.cluster.conftest import PASSWORD, RedisClusterServer
 from tests.conftest import sidecar_settings
 from tests.rollout.conftest import wait_until
 from tests.sidecar.calls import BYPASS, HIT, MISS, chat, metric_value, user
@@ -234,3 +234,17 @@ async def test_a_node_restart_is_passed_through_then_recovers(
 
 async def _announce(client: Any) -> bool:
     return await activate_revision(client, CACHE, "rev-b", "rev-a") >= 1
+
+
+async def test_a_password_protected_cluster_takes_the_password_setting(
+        sidecar_factory: Any, password_cluster: RedisClusterServer, client_for: Any) -> None:
+    handle = await following(sidecar_factory, password_cluster.url, redis_password=PASSWORD, model_revision="rev-a")
+    api = client_for(handle)
+    assert (await chat(api, **body("Behind a password?"))).cache == MISS
+    assert (await chat(api, **body("Behind a password?"))).cache == HIT
+    async with redis_client(password_cluster.url, PASSWORD) as client:
+        assert await activate_revision(client, CACHE, "rev-b", "rev-a") == 1, "the subscription authenticated"
+    await wait_until(lambda: handle.app[state.REVISION].active == "rev-b", what="the switch")
+    wrong = client_for(await sidecar_factory(redis_url=password_cluster.url, redis_password="wrong", cache_name=CACHE))
+    answer = await chat(wrong, **body("Behind a password?"))
+    assert (answer.cache, answer.content) == (BYPASS, expected("Behind a password?"))
