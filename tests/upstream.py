@@ -22,9 +22,12 @@ same names for an upstream running in another process):
   (a JSON answer is cut half way through its body)
 - ``error_after``: stream that many chunks, then an error event and ``[DONE]`` (as vLLM reports
   a failure in the middle of a stream)
+- ``fault_rate``: the share of requests the fault controls above apply to (default 1.0: all);
+  the others are answered as if no fault were set (``fault_seed`` makes the draw repeatable)
 
 It counts calls per path (``calls``) and records every request (``requests``: path, headers,
-parsed body), so tests can check what the sidecar forwarded.
+parsed body, and ``faults``: the fault controls that acted on it), so tests can check what the
+sidecar forwarded and tell an error the upstream caused from one the sidecar caused.
 
 Run it alone: ``python -m tests.upstream --port 8000``.
 """
@@ -36,6 +39,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import random
 import re
 import struct
 import time
@@ -53,7 +57,7 @@ EMBEDDING_DIMENSIONS = 16
 #: separates vLLM's prefix caches)
 TRANSPORT_FIELDS = frozenset({"stream", "stream_options", "cache_salt"})
 CONTROL_FIELDS = ("revision", "delay", "token_interval", "fail_status", "fail_times", "stall", "stall_after", "cut_after",
-                  "error_after")
+                  "error_after", "fault_rate")
 
 
 # --------------------------------------------------------------------------- the answers
@@ -197,6 +201,10 @@ class RecordedRequest:
     path: str
     headers: CIMultiDict[str]
     body: Any  # parsed JSON, or the raw text when it was not JSON, or None without a body
+    #: the fault controls that acted on this request (``"delay"``, ``"fail_status"``, ``"cut_after"``, ...)
+    faults: list[str] = field(default_factory=list)
+    #: whether the fault controls apply to this request at all (see ``fault_rate``)
+    faultable: bool = True
 
 
 @dataclass
@@ -218,10 +226,16 @@ class TestUpstream:
     stall_after: int | None = None
     cut_after: int | None = None
     error_after: int | None = None
+    fault_rate: float = 1.0
+    fault_seed: int = 0
     calls: Counter[str] = field(default_factory=Counter)
     requests: list[RecordedRequest] = field(default_factory=list)
     _runner: web.AppRunner | None = field(default=None, repr=False)
     _released: asyncio.Event | None = field(default=None, repr=False)
+    _draw: random.Random = field(default_factory=random.Random, repr=False)
+
+    def __post_init__(self) -> None:
+        self._draw.seed(self.fault_seed)
 
     # ---- lifecycle
 
@@ -258,6 +272,7 @@ class TestUpstream:
         self.revision, self.delay, self.token_interval = "A", 0.0, 0.0
         self.fail_status = self.fail_times = self.stall_after = self.cut_after = self.error_after = None
         self.stall = False
+        self.fault_rate = 1.0
         self.calls.clear()
         self.requests.clear()
 
@@ -306,8 +321,22 @@ class TestUpstream:
             except ValueError:
                 body = raw.decode(errors="replace")
         self.calls[request.path] += 1
-        self.requests.append(RecordedRequest(request.method, request.path, CIMultiDict(request.headers), body))
+        faultable = self.fault_rate >= 1.0 or self._draw.random() < self.fault_rate
+        recorded = RecordedRequest(request.method, request.path, CIMultiDict(request.headers), body,
+                                   faultable=faultable)
+        self.requests.append(recorded)
+        request[_RECORDED] = recorded
         return body
+
+    @staticmethod
+    def _fault(request: web.Request, control: str, value: Any) -> bool:
+        """Whether the fault ``control`` (set to ``value``) acts on this request; noted if it does."""
+        recorded: RecordedRequest = request[_RECORDED]
+        if value is None or value is False or value == 0 or not recorded.faultable:
+            return False
+        if control not in recorded.faults:
+            recorded.faults.append(control)
+        return True
 
     async def _wait_released(self) -> None:
         assert self._released is not None
@@ -316,11 +345,12 @@ class TestUpstream:
     async def _prologue(self, request: web.Request) -> tuple[Any, web.Response | None]:
         """Record, apply delay/stall/failure; return (body, an early response or None)."""
         body = await self._record(request)
-        if self.delay:
+        if self._fault(request, "delay", self.delay):
             await asyncio.sleep(self.delay)
-        if self.stall:
+        if self._fault(request, "stall", self.stall):
             await self._wait_released()
-        if self.fail_status is not None and (self.fail_times is None or self.fail_times > 0):
+        if (self.fail_status is not None and (self.fail_times is None or self.fail_times > 0)
+                and self._fault(request, "fail_status", self.fail_status)):
             if self.fail_times is not None:
                 self.fail_times -= 1
             return body, error_response(self.fail_status, f"test upstream told to fail with {self.fail_status}", "server_error")
@@ -380,7 +410,7 @@ class TestUpstream:
 
     async def _json(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
         data = json.dumps(payload).encode()
-        if self.cut_after is None:
+        if self.cut_after is None or not self._fault(request, "cut_after", True):
             return web.Response(body=data, content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.content_length = len(data)
@@ -400,14 +430,14 @@ class TestUpstream:
                 continue
             if include_usage and not is_usage:
                 chunk = {**chunk, "usage": None}
-            if sent and self.token_interval:
+            if sent and self._fault(request, "token_interval", self.token_interval):
                 await asyncio.sleep(self.token_interval)
-            if self.cut_after is not None and sent >= self.cut_after:
+            if self.cut_after is not None and sent >= self.cut_after and self._fault(request, "cut_after", True):
                 _drop_connection(request)
                 return response
-            if self.stall_after is not None and sent >= self.stall_after:
+            if self.stall_after is not None and sent >= self.stall_after and self._fault(request, "stall_after", True):
                 await self._wait_released()
-            if self.error_after is not None and sent >= self.error_after:
+            if self.error_after is not None and sent >= self.error_after and self._fault(request, "error_after", True):
                 await response.write(sse({"error": {"object": "error", "message": "test upstream failed mid-stream",
                                                     "type": "InternalServerError", "param": None, "code": 500}}))
                 break
@@ -437,6 +467,10 @@ class TestUpstream:
 
     async def _control_calls(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.calls))
+
+
+#: where a request's :class:`RecordedRequest` is kept while it is answered
+_RECORDED = web.RequestKey("recorded", RecordedRequest)
 
 
 def _drop_connection(request: web.Request) -> None:

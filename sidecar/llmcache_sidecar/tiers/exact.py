@@ -2,8 +2,9 @@
 
 Both implementations have the same semantics: a value lives ``ttl`` seconds; invalidation by
 revision, tenant or everything of one cache; ``count`` of one cache's entries.  Every Redis call
-is bounded by a short socket timeout and is never retried: the proxy passes the request through
-instead (see ``health.py``).
+is bounded by a short socket timeout and is not retried (the proxy passes the request through
+instead, see ``health.py``), except once on a connection error: a connection pooled before
+Redis restarted is dead, and redis-py may only find out when it sends a command on it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from typing import Protocol
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from llmcache_sidecar.config import Settings
 from llmcache_sidecar.invalidation import invalidate_redis, key_pattern
 from llmcache_sidecar.redis_client import RedisClient, open_redis
 from llmcache_sidecar.tiers.get_batcher import GetBatcher
+
+
+def dead_connection_retry() -> Retry:
+    """One more attempt, on a new connection, only when the connection failed (refused, reset,
+    closed by a restarted server); a timeout is never retried.  Without it each dead pooled
+    connection failed one call after Redis came back, and put the tier in its back-off again."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 def stats_key(cache: str) -> str:
@@ -72,7 +81,7 @@ class RedisExactTier:
         timeout = settings.backend_timeout_seconds
         # one server or a redis+cluster:// URL; a password in the URL counts over the Secret's
         client = open_redis(settings.redis_url, password=settings.redis_password, timeout=timeout,
-                            retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=False)
+                            retry=dead_connection_retry(), health_check_interval=0, decode_responses=False)
         return cls(client)
 
     async def get(self, key: str) -> bytes | None:
