@@ -83,7 +83,7 @@ class RedisClusterServer:
         subprocess.run(
             [self.redis_cli, "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, capture_output=True, timeout=60, env={**os.environ, "REDISCLI_AUTH": self.password or ""},
+            check=True, capture_output=True, timeout=60, env={**os.environ, **({"REDISCLI_AUTH": self.password} if self.password else {})},
         )
         self.wait_ok()
 
