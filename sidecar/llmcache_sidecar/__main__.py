@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from llmcache_sidecar.config import CONFIG_FILE_ENV, SECRET_FIELDS, ConfigError, Settings, env_name, load_settings
 from llmcache_sidecar.server import serve
+from llmcache_sidecar.workers import WORKERS_ENV, check_workers, run_workers
 
 PROG = "llmcache-sidecar"
 
@@ -30,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Every setting can also come from the environment ({env_name('upstream_url')}, ...) or a YAML "
                f"file named by {CONFIG_FILE_ENV} (--config); flags win over both.")
     parser.add_argument("--config", metavar="FILE", help=f"YAML settings file (default: ${CONFIG_FILE_ENV})")
+    parser.add_argument("--workers", metavar="N", type=int, default=None,
+                        help=f"processes serving the same ports (SO_REUSEPORT), to use N cores; more than one "
+                             f"needs a Redis exact tier [env {WORKERS_ENV}, default 1]")
     for name, field in Settings.model_fields.items():
         if name in SECRET_FIELDS:
             continue
@@ -43,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(flag(name), dest=name, metavar="VALUE", default=None, help=help_text)
     return parser
+
+
+def workers_from_args(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    if args.workers is not None:
+        return int(args.workers)
+    raw = environ.get(WORKERS_ENV) or "1"
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{WORKERS_ENV}={raw!r}: not a whole number") from None
 
 
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
@@ -62,24 +77,29 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, *, reuse_port: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with serve(settings):
+    async with serve(settings, reuse_port=reuse_port):
         await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    environ = dict(os.environ) if environ is None else environ
     try:
-        settings = settings_from_args(args, dict(os.environ) if environ is None else environ)
+        settings = settings_from_args(args, environ)
+        workers = workers_from_args(args, environ)
+        check_workers(settings, workers)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers > 1:
+        return run_workers(settings, workers, functools.partial(run, reuse_port=True), loop_factory())
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run(settings))

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from llmcache_sidecar import state
 from llmcache_sidecar.errors import error_response
@@ -175,8 +175,7 @@ def with_hit_ratio(counts: dict[str, int]) -> dict[str, float | int]:
 async def metrics(request: web.Request) -> web.Response:
     api = request.app[state.API_APP]
     await refresh_entries(api)
-    return web.Response(body=generate_latest(api[state.METRICS].registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=api[state.METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -31,25 +31,26 @@ def _url(runner: web.AppRunner) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _site(app: web.Application, listen: str, *, access_log: bool) -> AsyncIterator[web.AppRunner]:
+async def _site(app: web.Application, listen: str, *, access_log: bool, reuse_port: bool) -> AsyncIterator[web.AppRunner]:
     host, port = parse_host_port(listen)
     runner = web.AppRunner(app, access_log=log if access_log else None, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port).start()
         yield runner
     finally:
         await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[SidecarHandle]:
-    """Start the API on ``settings.listen`` and metrics/admin on ``settings.metrics_listen``."""
+async def serve(settings: Settings, *, reuse_port: bool = False) -> AsyncIterator[SidecarHandle]:
+    """Start the API on ``settings.listen`` and metrics/admin on ``settings.metrics_listen``
+    (``reuse_port``: beside other workers bound to the same ports, see :mod:`.workers`)."""
     api = make_api_app(settings)
     metrics = make_metrics_app(api)
     access_log = settings.log_level == "debug"
-    async with _site(api, settings.listen, access_log=access_log) as api_runner, \
-            _site(metrics, settings.metrics_listen, access_log=access_log) as metrics_runner:
+    async with _site(api, settings.listen, access_log=access_log, reuse_port=reuse_port) as api_runner, \
+            _site(metrics, settings.metrics_listen, access_log=access_log, reuse_port=reuse_port) as metrics_runner:
         handle = SidecarHandle(api_url=_url(api_runner), metrics_url=_url(metrics_runner), app=api,
                                metrics_app=metrics)
         log.info("llmcache sidecar: API on %s, metrics on %s, upstream %s, exact tier %s",
