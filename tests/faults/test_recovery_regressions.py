@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from llmcache_sidecar.tiers.exact import RedisExactTier
 from tests.conftest import sidecar_settings
 
@@ -28,3 +30,30 @@ async def test_redis_restarted_the_exact_tier_does_not_fail_on_dead_pooled_conne
         assert await tier.get("k0") == b"again"
     finally:
         await tier.close()
+
+
+async def test_milvus_restarted_the_first_reconnect_succeeds(tmp_path: Path) -> None:
+    """While Milvus is away, gRPC backs off its reconnects more and more (1 s, 1.6 s, 2.6 s, ...
+    up to minutes), and pymilvus shares one connection per address: a new client inherited the
+    backed-off connection and failed at once with "connection refused" although the server was
+    back (the fault suite saw the semantic tier come back 5-9 s after Milvus).  The first
+    reconnect after the server returns must succeed."""
+    from llmcache_sidecar.tiers.milvus_store import MilvusError, MilvusStore
+    from tests.faults.backends import MilvusProcess
+
+    server = MilvusProcess(tmp_path / "milvus")
+    await asyncio.to_thread(server.start)
+    store = MilvusStore(server.uri, "regression", 4)
+    try:
+        await store.connect()
+        await asyncio.to_thread(server.stop)
+        for _ in range(4):  # the sidecar's background loop trying, as during an outage
+            with pytest.raises(MilvusError):
+                await store.connect()
+            await asyncio.sleep(1.5)
+        await asyncio.to_thread(server.start)  # same port, same data
+        await store.connect()
+        await store.ping()
+    finally:
+        await store.aclose()
+        await asyncio.to_thread(server.stop)

@@ -50,6 +50,12 @@ PAGE_ROWS = 4000
 #: seconds for one write when it flushes, and a timeout counts as an outage
 CALL_TIMEOUT_SECONDS = 60.0
 PING_TIMEOUT_SECONDS = 5.0
+#: gRPC channel options.  While a server is away, gRPC backs off its reconnects (up to two
+#: minutes) in subchannels shared by every channel to that address, and pymilvus keeps one
+#: connection per address: a reconnect after the server returned inherited the back-off and
+#: failed at once.  A channel of its own per connection, and a back-off of at most a second.
+GRPC_OPTIONS = {"grpc.use_local_subchannel_pool": 1, "grpc.initial_reconnect_backoff_ms": 250,
+                "grpc.max_reconnect_backoff_ms": 1000}
 
 
 class MilvusError(RuntimeError):
@@ -130,7 +136,7 @@ class MilvusStore:
             uri = server_manager_instance.start_and_get_uri(self.uri)
             if uri is None:
                 raise MilvusError(f"cannot open Milvus Lite at {self.uri}")
-        client = MilvusClient(uri=uri, token=self.token or "", timeout=PING_TIMEOUT_SECONDS)
+        client = MilvusClient(uri=uri, token=self.token or "", timeout=PING_TIMEOUT_SECONDS, grpc_options=GRPC_OPTIONS)
         if not client.has_collection(self.collection, timeout=PING_TIMEOUT_SECONDS):
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=KEY_MAX)
