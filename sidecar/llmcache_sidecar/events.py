@@ -140,7 +140,7 @@ class RevisionFollower:
                     self.synced.set()
                     delay = self.options.backoff_initial_seconds
                     await self._listen(pubsub)
-            except (TimeoutError, *REDIS_ERRORS) as exc:
+            except REDIS_ERRORS as exc:  # TimeoutError is an OSError
                 log.warning("revision events: %s; reconnecting in %.1fs", exc or type(exc).__name__, delay)
             except Exception:  # noqa: BLE001 - following revisions must survive anything, and retry
                 log.exception("revision events: unexpected error; reconnecting in %.1fs", delay)
