@@ -171,7 +171,31 @@ def add_invalidate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_invalidate)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_calibrate, add_invalidate, add_tune)
+def _bench(args: argparse.Namespace) -> int:
+    """The harness is not part of the installed package: it lives in the source checkout
+    (``bench/``, and the test upstream in ``tests/upstream.py``), so it is imported from there."""
+    checkout = Path.cwd()
+    if (checkout / "bench" / "cli.py").is_file() and (checkout / "tests" / "upstream.py").is_file():
+        sys.path.insert(0, str(checkout))
+    try:
+        from bench.cli import main as bench_main
+    except ImportError as exc:
+        print(f"llmcache bench: run it from the root of an llmcache source checkout (it needs bench/ and "
+              f"tests/upstream.py, which are not installed): {exc}", file=sys.stderr)
+        return 2
+    return bench_main(args.bench_args)
+
+
+def add_bench(subparsers: argparse._SubParsersAction) -> None:
+    # every argument goes to the harness's own parser: no option prefix here, so none is taken
+    parser = subparsers.add_parser("bench", add_help=False, prefix_chars="\0", help="benchmark the sidecar (from a "
+                                   "source checkout; 'llmcache bench --help' for its options)")
+    parser.add_argument("bench_args", nargs="*")
+    parser.set_defaults(handler=_bench)
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_calibrate, add_invalidate, add_tune,
+                                                                         add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
