@@ -43,7 +43,9 @@ class Settings(BaseModel):
     upstream_url: str = Field(description="OpenAI-compatible upstream (vLLM), e.g. http://host:8000")
     listen: str = Field("127.0.0.1:8080", description="address:port of the API")
     metrics_listen: str = Field("0.0.0.0:9090", description="address:port of /metrics, /healthz, /readyz, /admin")
-    redis_url: str | None = Field(None, description="exact tier; unset means an in-process LRU tier")
+    redis_url: str | None = Field(None, description="exact tier: redis://, rediss://, unix:// or a Redis Cluster as "
+                                     "redis+cluster://host:port[,host:port...] (docs/cluster.md); "
+                                     "unset means an in-process LRU tier")
     redis_password: str | None = Field(None, description="Redis password (from a Secret)")
     milvus_uri: str = Field("./llmcache-milvus.db", description="semantic tier; a path means embedded Milvus Lite")
     embedding_model: str | None = Field(None, description="directory with model.onnx + tokenizer.json; unset means the packaged default")
