@@ -56,19 +56,27 @@ def build_workload(corpus: Corpus, *, mixed: int, catalogue: int, exact: int, se
     rng = random.Random(seed)
     paraphrases = [text for text, _ in corpus.paraphrases]
     rng.shuffle(paraphrases)
+    hitting = [text for text in paraphrases if text in similar]
+    missing = [text for text in paraphrases if text not in similar]
     unseen = list(corpus.unseen)
-    third = max(1, catalogue // 3)
-    # mixed: the first paraphrases and unseen questions; the single-kind phases the rest
-    mixed_paraphrases, rest_paraphrases = paraphrases[:third], paraphrases[third:] or paraphrases
+    third = max(3, catalogue // 3)
+    # mixed: paraphrases in their natural mix of hits and misses, and unseen questions; the
+    # single-kind phases get the rest
+    share = max(1, round(third * len(hitting) / max(1, len(paraphrases))))
+    mixed_paraphrases = hitting[:share] + missing[:third - share]
+    rest_hitting = hitting[share:] or hitting or paraphrases
     mixed_unseen, rest_unseen = unseen[:third], unseen[third:] or unseen
     stored = [corpus.stored[i] for i in rng.sample(range(corpus.real_count), min(third, corpus.real_count))]
+    # the three most popular questions are one of each kind (so a short run sees every kind);
+    # below them, popularity is independent of kind
+    top = [stored.pop(), mixed_paraphrases.pop(0), mixed_unseen.pop()]
     items = stored + mixed_paraphrases + mixed_unseen
-    rng.shuffle(items)  # popularity independent of kind
+    rng.shuffle(items)
+    items = top + items
     mixed_bodies = [encode(items[rank]) for rank in zipf_ranks(mixed, len(items), exponent, rng)]
     exact_pool = corpus.stored[:corpus.real_count]
     exact_bodies = [encode(exact_pool[i % len(exact_pool)]) for i in range(exact)]
-    semantic_bodies = [encode(q) for q in respaced([q for q in rest_paraphrases if q in similar] or rest_paraphrases,
-                                                   semantic)]
+    semantic_bodies = [encode(q) for q in respaced(rest_hitting, semantic)]
     # four miss-like phases, each with questions of its own (a question asked again would hit)
     miss = min(miss, len(rest_unseen) // 4)
     misses = rest_unseen[:4 * miss]
