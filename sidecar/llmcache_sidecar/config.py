@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from llmcache_sidecar.redis_client import check_url
+
 ENV_PREFIX = "LLMCACHE_"
 CONFIG_FILE_ENV = "LLMCACHE_CONFIG"
 
@@ -81,6 +83,13 @@ class Settings(BaseModel):
     @classmethod
     def _host_port(cls, value: str) -> str:
         parse_host_port(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value:
+            check_url(value)
         return value
 
     @field_validator("cache_name", "model_revision")

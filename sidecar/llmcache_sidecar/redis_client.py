@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisClusterException, RedisError
 
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
@@ -73,6 +74,19 @@ def _host_port(item: str) -> tuple[str, int]:
     if not parsed.hostname:
         raise ValueError(f"bad cluster node {item!r}: no host")
     return parsed.hostname, port or DEFAULT_PORT
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError, saying why, unless :func:`open_redis` can use ``url`` (nothing is
+    connected: a setting is refused at start-up, and by the operator, not at the first call)."""
+    if not is_cluster_url(url):
+        if url.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://")
+        parse_url(url)
+        return
+    first, _ = cluster_startup(url)
+    if parse_url(first).get("db"):
+        raise ValueError("a Redis Cluster has only database 0")
 
 
 def open_redis(url: str, *, password: str | None = None, timeout: float = 5.0, **options: Any) -> RedisClient:

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from llmcache_operator.stats import read_stats
 from llmcache_sidecar import state
+from llmcache_sidecar.config import Settings
 from llmcache_sidecar.events import FOLLOWER
 from llmcache_sidecar.invalidation import (
     activate_revision,
@@ -23,6 +24,7 @@ from llmcache_sidecar.invalidation import (
 )
 from llmcache_sidecar.redis_client import cluster_startup, is_cluster_url, open_redis
 from llmcache_sidecar.tiers.exact import RedisExactTier
+from pydantic import ValidationError
 from redis.asyncio.cluster import RedisCluster
 
 from tests.cluster.conftest import PASSWORD, RedisClusterServer
@@ -73,6 +75,20 @@ def test_cluster_urls_name_every_startup_node() -> None:
             cluster_startup(bad)
     assert isinstance(open_redis("redis+cluster://h1:7000,h2:7001"), RedisCluster)
     assert not isinstance(open_redis("redis://h1:7000/0"), RedisCluster)
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("redis+cluster://h:7000/1", "only database 0"),
+    ("redis+cluster://h:7000,h2:port", "bad cluster node"),
+    ("redis+cluster://", "at least one host"),
+    ("redis://h:port/0", "Port could not be cast"),
+    ("http://h:6379", "must start with redis://"),
+])
+def test_a_redis_url_the_client_cannot_use_is_a_refused_setting(url: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        Settings(upstream_url="http://127.0.0.1:1", redis_url=url)
+    for good in ("redis://h:6379/0", "rediss://h", "unix:///run/redis.sock", "redis+cluster://h1,h2:7001/0"):
+        assert Settings(upstream_url="http://127.0.0.1:1", redis_url=good).redis_url == good
 
 
 async def test_exact_hits_through_the_sidecar_with_entries_on_every_node(

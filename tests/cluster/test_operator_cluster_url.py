@@ -52,3 +52,9 @@ def test_other_schemes_stay_refused(url: str) -> None:
 def test_the_status_hides_a_cluster_urls_password_and_keeps_every_node() -> None:
     assert redact("redis+cluster://user:s3cret@n0:6379,n1:6379/0") == "redis+cluster://user:***@n0:6379,n1:6379/0"
     assert redact("redis+cluster://n0:6379,n1:6379") == "redis+cluster://n0:6379,n1:6379"
+
+
+def test_a_cluster_url_the_sidecar_cannot_use_is_a_spec_error_not_a_crashing_sidecar() -> None:
+    ctx = cache_context("demo", "apps", spec("redis+cluster://redis-cluster.data.svc:6379/2"), OperatorConfig())
+    with pytest.raises(SpecError, match="redis_url: a Redis Cluster has only database 0"):
+        sidecar_configmap(ctx, "r1")
