@@ -239,6 +239,7 @@ class Suite:
         await fault.inject(self.targets)
         await asyncio.sleep(self.config.fault_seconds)
         if fault.degraded is not None:
+            await self._meet(fault)
             result.degraded = (await self._admin_stats())["degraded"]
         await fault.restore(self.targets)
         result.restored, result.restored_wall = time.monotonic(), time.time()
@@ -251,11 +252,33 @@ class Suite:
             result.reconnect = None if reconnected is None else reconnected - result.restored
         if result.recovered_at is not None:
             result.recovery = result.recovered_at - result.restored
-        await asyncio.sleep(0.5)  # the calls sent during the fault end
+        await asyncio.sleep(0.2)  # the calls sent during the fault end
         after = await self._metrics()
         result.metrics = {name: after[name] - before.get(name, 0.0) for name in after}
         result.ended = time.monotonic()
         return result
+
+    async def _meet(self, fault: Fault) -> None:
+        """Make sure the sidecar has met the broken backend before /admin/stats is read: one call
+        that needs it (a new question; a new spelling of the anchor for the embedder), and for
+        Milvus the tier's own health check (every 2 s) noticing the outage."""
+        if fault.tier == "exact":
+            await self._send(self.workload.make("chat", f"Is Redis there during the {fault.name} fault?",
+                                                stream=False, origin="probe"))
+        else:
+            await self._send(self._semantic_probe())
+        if fault.backend == "milvus":
+            tier = self.handle.app[state.SEMANTIC_TIER]
+            assert tier is not None
+            deadline = time.monotonic() + self.config.recovery_timeout
+            while tier.connected and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+    def _semantic_probe(self) -> Call:
+        """A new spelling of the anchor question: only the semantic tier can answer it."""
+        spelling = "".join(c.upper() if self._rng.random() < 0.5 else c.lower() for c in SEMANTIC_ANCHOR)
+        self.workload.join(self.workload.group_of(SEMANTIC_ANCHOR), spelling)
+        return self.workload.make("chat", spelling, stream=False, origin="probe")
 
     async def _probe(self, fault: Fault) -> float | None:
         """When the tier ``fault`` took down first served a hit (a call sent after the return)."""
@@ -266,9 +289,7 @@ class Suite:
                 call = self.workload.make("chat", f"Is the exact tier back after the {fault.name} fault?",
                                           stream=False, origin="probe")
             else:
-                spelling = "".join(c.upper() if self._rng.random() < 0.5 else c.lower() for c in SEMANTIC_ANCHOR)
-                self.workload.join(self.workload.group_of(SEMANTIC_ANCHOR), spelling)
-                call = self.workload.make("chat", spelling, stream=False, origin="probe")
+                call = self._semantic_probe()
             outcome = await self._send(call)
             if outcome.cache == wanted:
                 return outcome.ended

@@ -17,7 +17,7 @@ from tests.faults.table import markdown
 
 pytestmark = pytest.mark.slow
 
-SHORT = RunConfig(fault_seconds=1.0, quiet_seconds=0.5, concurrency=6)
+SHORT = RunConfig(fault_seconds=1.0, quiet_seconds=0.3, concurrency=4)
 
 
 @pytest.fixture(scope="module")
