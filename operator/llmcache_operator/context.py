@@ -26,6 +26,15 @@ class CacheContext:
         return names.redis_url(self.name, self.namespace)
 
     @property
+    def redis_password_secret(self) -> tuple[str, str] | None:
+        """(Secret, key) holding the Redis password: the generated one of a managed Redis, the
+        ``redis.passwordSecret`` of an external one, or None (an external Redis without a password)."""
+        if self.spec.redis.mode == "managed":
+            return names.redis_secret_name(self.name), "password"
+        ref = self.spec.redis.password_secret
+        return (ref.name, ref.key) if ref is not None else None
+
+    @property
     def milvus_uri(self) -> str:
         if self.spec.milvus.mode == "external":
             return self.spec.milvus.uri

@@ -158,21 +158,20 @@ async def observe(api: KubeApi, ctx: CacheContext, active_revision: str) -> dict
 
 
 async def refresh_stats(
-    name: str, namespace: str, spec: kopf.Spec, status: kopf.Status, patch: kopf.Patch,
+    name: str, namespace: str, body: kopf.Body, status: kopf.Status, patch: kopf.Patch,
     memo: Runtime, logger: logging.Logger, **_: Any,
 ) -> None:
     """Best effort: an unreachable Redis leaves the previous numbers (and never fails)."""
     try:
-        ctx = cache_context(name, namespace, spec, memo.config)
+        # the raw spec, not kopf's Spec view: that one fails to iterate a spec that is not an object
+        ctx = cache_context(name, namespace, body.get("spec"), memo.config)
     except SpecError:
         return
-    password = None
-    if ctx.spec.redis.mode == "managed":
-        try:
-            password = await switchover.redis_password(memo.api, ctx)
-        except KubeError as exc:
-            logger.debug(f"stats not refreshed: {exc}")
-            return
+    try:
+        password = await switchover.redis_password(memo.api, ctx)
+    except KubeError as exc:
+        logger.debug(f"stats not refreshed: {exc}")
+        return
     stats = await read_stats(ctx.redis_url, password, names.stats_key(name), logger)
     if stats is not None and stats != status.get("stats"):
         patch.status["stats"] = stats

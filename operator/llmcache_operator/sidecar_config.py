@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from . import names
 from .context import CacheContext
-from .spec import DEFAULT_EMBEDDING_MODEL, SpecError
+from .spec import DEFAULT_EMBEDDING_MODEL, SpecError, describe_errors
 
 COMPONENT = "sidecar-config"
 CONFIG_KEY = "config.yaml"
@@ -50,11 +50,7 @@ def render_sidecar_config(ctx: CacheContext, revision: str) -> str:
     try:
         return render_yaml(sidecar_settings(ctx, revision))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors()
-        )
-        raise SpecError(f"the sidecar refuses this configuration: {problems}") from None
+        raise SpecError(f"the sidecar refuses this configuration: {describe_errors(exc)}") from None
     except ConfigError as exc:
         raise SpecError(f"the sidecar refuses this configuration: {exc}") from None
 

@@ -18,6 +18,8 @@ READY = "Ready"
 COMPONENT_CONDITIONS = ("RedisReady", "MilvusReady", "VLLMReady")
 #: The status fields this module owns (others, e.g. ``stats`` or ``invalidations``, are left alone).
 OWNED_FIELDS = ("phase", "conditions", "endpoints", "activeRevision", "observedGeneration")
+#: A condition message stays readable, whatever text a refused spec quoted.
+MAX_MESSAGE_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ def failed_status(
 ) -> dict[str, Any]:
     """The owned status fields for a spec that cannot be provisioned: ``message`` says why."""
     old_conditions = previous.get("conditions") or []
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
     ready = _condition(READY, False, "InvalidSpec", message, old_conditions, now)
     others = [cond for cond in old_conditions if cond.get("type") != READY]
     status = {key: previous[key] for key in ("endpoints", "activeRevision") if key in previous}

@@ -172,9 +172,11 @@ async def _patch_status(api: KubeApi, ctx: CacheContext, patch: dict[str, Any]) 
 
 
 async def redis_password(api: KubeApi, ctx: CacheContext) -> str | None:
-    """The generated password of a managed Redis (None for an external one: its URL has it)."""
-    if ctx.spec.redis.mode != "managed":
+    """The Redis password from its Secret (generated for a managed Redis, ``redis.passwordSecret``
+    for an external one); None without one, or while the Secret or its key is missing."""
+    if ctx.redis_password_secret is None:
         return None
-    secret = await api.get(SECRETS, ctx.namespace, names.redis_secret_name(ctx.name))
-    encoded = ((secret or {}).get("data") or {}).get("password")
+    secret_name, key = ctx.redis_password_secret
+    secret = await api.get(SECRETS, ctx.namespace, secret_name)
+    encoded = ((secret or {}).get("data") or {}).get(key)
     return base64.b64decode(encoded).decode() if encoded else None

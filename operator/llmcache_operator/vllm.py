@@ -2,6 +2,13 @@
 
 A revision change can therefore run the new Deployment beside the old one and switch traffic by
 changing only the Service selector (the rollout, issue 5, builds on this).
+
+The pod runs as a non-root user with a read-only root filesystem.  The image has no user of its
+own and its libraries write caches under ``$HOME`` (torch inductor, triton, outlines, flashinfer,
+vLLM's own, CUDA's JIT cache), so every one of them is pointed into a scratch emptyDir; the
+weights go to ``HF_HOME`` on the model-cache volume.  ``USER`` is set because torch calls
+``getpass.getuser()``, which fails for a uid missing from ``/etc/passwd`` unless it is.
+See docs/security.md for the sources.
 """
 
 from __future__ import annotations
@@ -14,7 +21,25 @@ from .context import CacheContext, locked_down_container
 COMPONENT = "vllm"
 PORT = 8000
 GPU_RESOURCE = "nvidia.com/gpu"
-WEIGHTS_PATH = "/root/.cache/huggingface"
+WEIGHTS_PATH = "/var/lib/vllm/huggingface"
+#: Writable scratch (an emptyDir): HOME and every library cache.
+SCRATCH_PATH = "/tmp"
+#: Any non-root uid works: nothing in the image belongs to a user of its own.
+VLLM_UID = 1000
+SCRATCH_ENV = {
+    "HOME": SCRATCH_PATH,
+    "USER": "vllm",
+    "XDG_CACHE_HOME": f"{SCRATCH_PATH}/.cache",
+    "XDG_CONFIG_HOME": f"{SCRATCH_PATH}/.config",
+    "VLLM_CACHE_ROOT": f"{SCRATCH_PATH}/.cache/vllm",
+    "VLLM_CONFIG_ROOT": f"{SCRATCH_PATH}/.config/vllm",
+    "TRITON_CACHE_DIR": f"{SCRATCH_PATH}/.triton",
+    "TORCHINDUCTOR_CACHE_DIR": f"{SCRATCH_PATH}/torchinductor",
+    "NUMBA_CACHE_DIR": f"{SCRATCH_PATH}/numba",
+    "OUTLINES_CACHE_DIR": f"{SCRATCH_PATH}/.cache/outlines",
+    "CUDA_CACHE_PATH": f"{SCRATCH_PATH}/.nv/ComputeCache",
+    "VLLM_NO_USAGE_STATS": "1",
+}
 #: Beyond the startup probe's 30 minutes of weight loading: a revision whose pods make no progress
 #: for this long gets ``ProgressDeadlineExceeded``, which fails its rollout (the old one serves on).
 PROGRESS_DEADLINE_SECONDS = 2400
@@ -54,6 +79,7 @@ def _volumes(ctx: CacheContext) -> list[dict[str, Any]]:
     return [
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         {"name": "model-cache", **weights},
+        {"name": "scratch", "emptyDir": {}},
     ]
 
 
@@ -62,6 +88,7 @@ def vllm_deployment(ctx: CacheContext, revision: str) -> dict[str, Any]:
     revision_label = {names.REVISION_LABEL: slug}
     health = {"httpGet": {"path": "/health", "port": "http"}}
     env: list[dict[str, Any]] = [{"name": "HF_HOME", "value": WEIGHTS_PATH}]
+    env += [{"name": name, "value": value} for name, value in SCRATCH_ENV.items()]
     token = ctx.spec.vllm.hf_token_secret
     if token is not None:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
@@ -78,8 +105,9 @@ def vllm_deployment(ctx: CacheContext, revision: str) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "model-cache", "mountPath": WEIGHTS_PATH},
+            {"name": "scratch", "mountPath": SCRATCH_PATH},
         ],
-        "securityContext": locked_down_container(run_as_non_root=False),
+        "securityContext": locked_down_container(run_as_non_root=True),
     }
     resources = vllm_resources(ctx)
     if resources:
@@ -104,6 +132,8 @@ def vllm_deployment(ctx: CacheContext, revision: str) -> dict[str, Any]:
                 "spec": {
                     "containers": [container],
                     "volumes": _volumes(ctx),
+                    # fsGroup: the weights volume (a claim written by an earlier root pod too) is writable.
+                    "securityContext": {"runAsUser": VLLM_UID, "runAsGroup": VLLM_UID, "fsGroup": VLLM_UID},
                     "automountServiceAccountToken": False,
                 },
             },

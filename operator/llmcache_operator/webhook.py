@@ -94,8 +94,8 @@ def sidecar_container(cache: CacheContext, options: InjectionOptions) -> dict[st
         {"name": "LLMCACHE_LISTEN", "value": f"127.0.0.1:{port}"},
         {"name": "LLMCACHE_METRICS_LISTEN", "value": f"0.0.0.0:{metrics_port}"},
     ]
-    if cache.spec.redis.mode == "managed":
-        env.append(_secret_env("LLMCACHE_REDIS_PASSWORD", names.redis_secret_name(cache.name), "password"))
+    if cache.redis_password_secret is not None:
+        env.append(_secret_env("LLMCACHE_REDIS_PASSWORD", *cache.redis_password_secret))
     env.append(_secret_env("LLMCACHE_ADMIN_TOKEN", names.admin_secret_name(cache.name), "token"))
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,

@@ -53,7 +53,8 @@ CLUSTER_SCOPED = {kube.CRDS.plural, kube.NAMESPACES.plural}
 class ApiServerEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus what every API server does to metadata on writes.
 
-    Creation sets ``uid``, ``creationTimestamp``, ``generation: 1`` and a ``resourceVersion``;
+    Creation sets ``uid``, ``creationTimestamp``, ``generation: 1``, a ``resourceVersion``, and a
+    name from ``generateName`` (kmock 0.8 does not: every kopf Event after the first got a 409);
     every write sets a new ``resourceVersion``; a JSON patch whose ``test`` of it fails gets
     422 (kopf then re-reads and retries, as against a real cluster); a write touching ``spec``
     (not through the status subresource) increments ``generation``.
@@ -128,6 +129,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         version = str(time.monotonic_ns())
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):  # kopf's Events are named so
+                meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:8]}"
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             meta.update({"generation": 1, "resourceVersion": version})
@@ -276,6 +279,12 @@ class Cluster:
     async def delete_cache(self, name: str) -> None:
         async with self.emulator.delete(kube.LLMCACHES.path(self.namespace, name)) as response:
             assert response.status < 400, await response.text()
+
+    async def create_object(self, res: kube.Resource, body: dict[str, Any]) -> dict[str, Any]:
+        """Any object in the test's namespace, as a user would ``kubectl create`` it."""
+        body = {"apiVersion": res.api_version, "kind": res.kind, **body}
+        body["metadata"] = {"namespace": self.namespace, **body.get("metadata", {})}
+        return await self._send("POST", res.path(self.namespace), body)
 
     async def patch_object(self, res: kube.Resource, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self._send("PATCH", res.path(self.namespace, name), patch)

@@ -30,7 +30,8 @@ SPECS: dict[str, dict[str, Any]] = {
     "all-external": {
         "model": MODEL,
         "vllm": {"external": {"url": "http://vllm.example:8000"}},
-        "redis": {"mode": "external", "url": "redis://:secret@redis.example:6379/1"},
+        "redis": {"mode": "external", "url": "redis://redis.example:6379/1",
+                  "passwordSecret": {"name": "redis-credentials", "key": "redis-password"}},
         "milvus": {"mode": "external", "uri": "http://milvus.example:19530"},
     },
     "many-gpus": {"model": MODEL, "vllm": {"gpus": 8, "replicas": 2,
@@ -167,7 +168,7 @@ def test_vllm_deployment_args_gpus_and_volumes() -> None:
     volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
     mounts = {mount["mountPath"]: mount["name"] for mount in vllm["volumeMounts"]}
-    assert mounts["/dev/shm"] == "dshm" and mounts["/root/.cache/huggingface"] == "model-cache"
+    assert mounts["/dev/shm"] == "dshm" and mounts["/var/lib/vllm/huggingface"] == "model-cache"
     assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
 
 
@@ -236,7 +237,7 @@ def test_the_sidecar_config_uses_external_urls() -> None:
     text = sidecar_configmap(context(SPECS["all-external"]), "r")["data"][CONFIG_KEY]
     data = yaml.safe_load(text)
     assert data["upstream_url"] == "http://vllm.example:8000"
-    assert data["redis_url"] == "redis://:secret@redis.example:6379/1"
+    assert data["redis_url"] == "redis://redis.example:6379/1"
     assert data["milvus_uri"] == "http://milvus.example:19530"
 
 

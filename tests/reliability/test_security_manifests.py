@@ -13,15 +13,25 @@ from llmcache_operator import names
 from llmcache_operator.networkpolicy import BACKEND_PORTS, OPERATOR_POD_LABELS
 from llmcache_operator.redis import redis_args
 from llmcache_operator.sidecar_config import CONFIG_KEY
+from llmcache_operator.vllm import SCRATCH_ENV
+from llmcache_operator.vllm import SCRATCH_PATH as VLLM_SCRATCH
+from llmcache_operator.vllm import WEIGHTS_PATH as VLLM_WEIGHTS
 from llmcache_operator.webhook import InjectionOptions, injected_pod
 
 from tests.chart import helmchart
 from tests.operator.test_builders import K8S_VERSIONS, SPECS, all_manifests, context
 
 SECRET_VALUE = "s3cret"  # what all_manifests puts into the generated Secrets
-#: Containers whose images run as root, and so cannot promise runAsNonRoot / a read-only root
-#: filesystem (docs/security.md): Milvus standalone and vLLM.
-ROOT_IMAGES = {"milvus", "vllm"}
+#: Containers whose images must run as root, and so cannot promise runAsNonRoot / a read-only
+#: root filesystem (docs/security.md has the evidence): Milvus standalone.
+ROOT_IMAGES = {"milvus"}
+#: What each container may write to (volumes); everything else is the read-only root filesystem.
+WRITABLE = {
+    "redis": {"/data"},
+    "vllm": {VLLM_SCRATCH, VLLM_WEIGHTS, "/dev/shm"},
+    "llmcache-sidecar": {"/tmp"},
+    "operator": {"/tmp"},
+}
 APP_POD: dict[str, Any] = {"metadata": {"name": "app", "namespace": "apps", "annotations": {"llmcache.dev/inject": "demo"}},
                            "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
 
@@ -49,8 +59,12 @@ def test_secrets_live_only_in_secrets(case: str) -> None:
     env = {item["name"]: item for item in injected(SPECS[case])["spec"]["containers"][-1]["env"]}
     admin = env["LLMCACHE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert (admin["name"], admin["key"]) == ("demo-admin", "token")
-    if "LLMCACHE_REDIS_PASSWORD" in env:
-        assert env["LLMCACHE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "demo-redis"
+    password = context(SPECS[case]).redis_password_secret  # managed: demo-redis; external: spec's Secret
+    if password is None:
+        assert "LLMCACHE_REDIS_PASSWORD" not in env
+    else:
+        ref = env["LLMCACHE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == password
     assert all("value" not in item or SECRET_VALUE not in item["value"] for item in env.values())
 
 
@@ -108,23 +122,73 @@ def _containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
     return list(pod_spec.get("containers") or []) + list(pod_spec.get("initContainers") or [])
 
 
+def assert_locked_down(pod_spec: dict[str, Any], container: dict[str, Any]) -> None:
+    """No privilege, no capability, default seccomp; unless a documented root image: a non-root
+    uid, a read-only root filesystem, and writes only to its volumes."""
+    pod_context = pod_spec.get("securityContext") or {}
+    context = {**pod_context, **container["securityContext"]}
+    name = container["name"]
+    assert context["allowPrivilegeEscalation"] is False, name
+    assert context["capabilities"] == {"drop": ["ALL"]}, name
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+    if name in ROOT_IMAGES:
+        return
+    assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True, name
+    assert context.get("runAsUser", 0) > 0 and context.get("runAsGroup", 0) > 0, name
+    mounts = container.get("volumeMounts", [])
+    writable = {m["mountPath"] for m in mounts if not m.get("readOnly")}
+    assert writable == WRITABLE[name], (name, writable)
+    volumes = {volume["name"]: volume for volume in pod_spec.get("volumes", [])}
+    templates = {claim["metadata"]["name"] for claim in pod_spec.get("_claims", [])}
+    for mount in mounts:
+        assert mount["name"] in volumes or mount["name"] in templates, (name, mount)
+        volume = volumes.get(mount["name"], {})
+        assert not {"hostPath", "secret"} & volume.keys() or mount.get("readOnly"), (name, mount)
+    if writable - {"/tmp", "/dev/shm"}:
+        # a PersistentVolumeClaim or an emptyDir another uid wrote before: fsGroup makes it ours
+        assert pod_context.get("fsGroup", 0) > 0, name
+
+
+def _pods(case: str) -> list[dict[str, Any]]:
+    """The pod specs of every workload built for ``case`` (claim templates attached as ``_claims``),
+    and of an app pod the webhook injected, both sidecar forms."""
+    pods = []
+    for manifest in all_manifests(SPECS[case]):
+        if manifest["kind"] in ("Deployment", "StatefulSet"):
+            claims = manifest["spec"].get("volumeClaimTemplates", [])
+            pods.append({**manifest["spec"]["template"]["spec"], "_claims": claims})
+    return pods + [injected(SPECS[case], native)["spec"] for native in (False, True)]
+
+
 @pytest.mark.parametrize("case", sorted(SPECS))
 def test_every_container_we_create_is_locked_down(case: str) -> None:
-    pods = pod_specs(all_manifests(SPECS[case]))
-    sidecar_pods = [injected(SPECS[case], native)["spec"] for native in (False, True)]
-    for pod_spec in pods + sidecar_pods:
-        assert pod_spec.get("automountServiceAccountToken") is False or pod_spec in sidecar_pods
+    for pod_spec in _pods(case):
+        injected_app = any(c["name"] == "app" for c in pod_spec["containers"])
+        assert pod_spec.get("automountServiceAccountToken") is False or injected_app
         for container in _containers(pod_spec):
-            if container["name"] == "app":
-                continue
-            context = container["securityContext"]
-            assert context["allowPrivilegeEscalation"] is False
-            assert context["capabilities"] == {"drop": ["ALL"]}
-            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
-            if container["name"] in ROOT_IMAGES:
-                continue
-            assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True, container["name"]
-            user = context.get("runAsUser", (pod_spec.get("securityContext") or {}).get("runAsUser"))
-            assert user and user > 0
-            writable = {m["mountPath"] for m in container.get("volumeMounts", []) if not m.get("readOnly")}
-            assert writable <= {"/data", "/tmp"}, writable
+            if container["name"] != "app":
+                assert_locked_down(pod_spec, container)
+
+
+@pytest.mark.parametrize("values_file", ["default", "production-values.yaml", "team-namespaces-values.yaml"])
+def test_the_charts_pods_are_locked_down(values_file: str) -> None:
+    values = None if values_file == "default" else yaml.safe_load((helmchart.CHART_DIR / "ci" / values_file).read_text())
+    workloads = [o for o in helmchart.manifests(values) if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    assert workloads
+    for workload in workloads:
+        pod_spec = workload["spec"]["template"]["spec"]
+        for container in _containers(pod_spec):
+            assert_locked_down(pod_spec, container)
+
+
+def test_vllm_writes_every_cache_into_its_volumes() -> None:
+    """The image runs as root by default; as uid 1000 with a read-only root, HOME and every cache
+    its libraries use must point into a mounted volume (docs/security.md lists the sources)."""
+    (deployment,) = [m for m in all_manifests(SPECS["defaults"]) if m["kind"] == "Deployment"]
+    (vllm,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in vllm["env"]}
+    assert env["USER"], "torch's getpass.getuser() needs it for a uid without a passwd entry"
+    assert env["HF_HOME"] == VLLM_WEIGHTS
+    for name in (*SCRATCH_ENV.keys() - {"USER", "VLLM_NO_USAGE_STATS"}, "HF_HOME"):
+        assert any(env[name] == path or env[name].startswith(path + "/") for path in WRITABLE["vllm"]), name
+    assert {"HOME", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "VLLM_CACHE_ROOT"} <= env.keys()
