@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from bench.corpus import Corpus, load_corpus
 from bench.load import Phase, run_phase
@@ -94,14 +95,36 @@ def wait_loaded(metrics_url: str, entries: int, timeout: float) -> float:
         time.sleep(1.0)
 
 
-async def load_phases(servers: Servers, work: Workload, args: argparse.Namespace) -> list[tuple[str, Phase]]:
-    """Every load phase, as (what it measures, result)."""
+def semantic_targets(phase: Phase, bodies: list[bytes], corpus: Corpus) -> dict[str, int]:
+    """Where the phase's semantic hits pointed: the asked paraphrase's own stored question, another
+    real question, or a synthetic entry (read from the answer, which quotes the stored question)."""
+    own = {text: corpus.stored[position] for text, position in corpus.paraphrases}
+    position = {text: number for number, text in enumerate(corpus.stored)}
+    counts = {"own question": 0, "another real question": 0, "synthetic entry": 0}
+    for index, answer in phase.kept:
+        asked = orjson.loads(bodies[index])["messages"][-1]["content"].rstrip(" ")
+        served = orjson.loads(answer)["choices"][0]["message"]["content"].split(" to: ", 1)[-1].strip()
+        if asked in own and own[asked].startswith(served):
+            counts["own question"] += 1
+        elif position.get(served, 0) >= corpus.real_count:
+            counts["synthetic entry"] += 1
+        else:
+            counts["another real question"] += 1
+    return counts
+
+
+async def load_phases(servers: Servers, work: Workload, corpus: Corpus, args: argparse.Namespace,
+                      targets: dict[str, dict[str, int]]) -> list[tuple[str, Phase]]:
+    """Every load phase, as (what it measures, result); where semantic hits pointed into ``targets``."""
     pid, duration = servers.sidecar_pid, args.duration
     sidecar, forwarder, upstream = servers.sidecar_url, servers.forwarder_url, servers.upstream_url
     out: list[tuple[str, Phase]] = []
 
     async def phase(what: str, name: str, url: str, bodies: list[bytes], concurrency: int, server: int | None) -> None:
-        result = await run_phase(name, url, bodies, concurrency=concurrency, duration=duration, server_pid=server)
+        result = await run_phase(name, url, bodies, concurrency=concurrency, duration=duration, server_pid=server,
+                                 keep=frozenset({"hit-semantic"}) if name in ("mixed", "semantic hit") else frozenset())
+        if result.kept:
+            targets[f"{name}, {concurrency} clients"] = semantic_targets(result, bodies, corpus)
         out.append((what, result))
         print(f"  {name:<28} c={concurrency:<3} {len(result.samples):>6} ok {result.errors:>3} errors "
               f"{len(result.samples) / result.wall_seconds:8.1f} req/s  {result.results()}", file=sys.stderr)
@@ -178,7 +201,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 servers = Servers(f"http://127.0.0.1:{ports['api']}/v1/chat/completions", metrics_url,
                                   f"http://127.0.0.1:{ports['forwarder']}/v1/chat/completions",
                                   f"{upstream_url}/v1/chat/completions", sidecar.pid, fwd.pid)
-                raw["phases"] = asyncio.run(load_phases(servers, work, args))
+                raw["semantic_targets"] = {}
+                raw["phases"] = asyncio.run(load_phases(servers, work, corpus, args, raw["semantic_targets"]))
                 raw["sidecar_peak_rss_bytes"] = peak_rss_bytes(sidecar.pid)
                 raw["sidecar_rss_end_bytes"] = rss_bytes(sidecar.pid)
                 raw["sidecar_stats"] = _get_json(f"{metrics_url}/admin/stats")

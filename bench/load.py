@@ -40,6 +40,8 @@ class Phase:
     wall_seconds: float = 0.0
     #: CPU seconds the measured server process tree used during the phase (None: not measured)
     cpu_seconds: float | None = None
+    #: (index of the body sent, answer body) of the answers whose result was asked to be kept
+    kept: list[tuple[int, bytes]] = field(default_factory=list)
 
     def results(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -49,8 +51,9 @@ class Phase:
 
 
 async def run_phase(name: str, url: str, bodies: Sequence[bytes], *, concurrency: int, duration: float,
-                    server_pid: int | None = None) -> Phase:
-    """POST every body (in order, shared by the clients) until done or ``duration`` s passed."""
+                    server_pid: int | None = None, keep: frozenset[str] = frozenset()) -> Phase:
+    """POST every body (in order, shared by the clients) until done or ``duration`` s passed;
+    keep the answers whose X-LLMCache value is in ``keep``."""
     ensure_loopback(url)
     phase = Phase(name, concurrency)
     next_index = 0
@@ -64,20 +67,22 @@ async def run_phase(name: str, url: str, bodies: Sequence[bytes], *, concurrency
         async def client() -> None:
             nonlocal next_index
             while next_index < len(bodies) and time.perf_counter() < deadline:
-                body = bodies[next_index]
+                index = next_index
                 next_index += 1
                 sent = time.perf_counter()
                 try:
-                    async with session.post(url, data=body, headers=headers) as response:
-                        await response.content.readany()
+                    async with session.post(url, data=bodies[index], headers=headers) as response:
+                        head = await response.content.readany()
                         first = time.perf_counter()
-                        await response.read()
+                        rest = await response.read()
                         ok = response.status == 200
                         result = response.headers.get(HEADER, DIRECT)
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     ok = False
                 if ok:
                     phase.samples.append(Sample(result, time.perf_counter() - sent, first - sent))
+                    if result in keep:
+                        phase.kept.append((index, head + rest))
                 else:
                     phase.errors += 1
 

@@ -112,7 +112,7 @@ def build_report(raw: dict[str, Any], args: dict[str, Any], context: dict[str, A
             "sidecar": {"load_seconds": raw.get("sidecar_load_seconds"), "rss_loaded_bytes": raw.get("sidecar_rss_loaded_bytes"),
                         "peak_rss_bytes": raw.get("sidecar_peak_rss_bytes"), "rss_end_bytes": raw.get("sidecar_rss_end_bytes"),
                         "stats": raw.get("sidecar_stats")},
-            "phases": phases, "kinds": kinds, "gptcache": raw.get("gptcache"),
+            "phases": phases, "kinds": kinds, "semantic_targets": raw.get("semantic_targets"), "gptcache": raw.get("gptcache"),
             "comparisons": comparisons(phases, raw.get("gptcache"), args["concurrency"], args["semantic_concurrency"]),
             "curve": raw.get("curve", [])}
 
@@ -144,6 +144,7 @@ def markdown(report: dict[str, Any]) -> str:
     if side.get("peak_rss_bytes"):
         lines += ["", f"sidecar: index loaded in {side['load_seconds']} s; RSS {side['rss_loaded_bytes'] / MIB:.0f} MiB "
                       f"after loading, peak {side['peak_rss_bytes'] / MIB:.0f} MiB"]
+    lines += ["", "semantic hits pointed to: " + _json_lines(report.get("semantic_targets"))]
     lines += ["", "comparisons: " + _json_lines(report["comparisons"])]
     if report.get("gptcache"):
         lines += ["", "GPTCache: " + _json_lines(report["gptcache"])]
