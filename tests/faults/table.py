@@ -16,9 +16,10 @@ def markdown(report: Report) -> str:
         f"each fault {cfg.fault_seconds:.1f} s after {cfg.quiet_seconds:.1f} s of healthy load, "
         f"sidecar upstream timeout {cfg.upstream_timeout:.1f} s.",
         "",
-        "| phase (fault) | requests | upstream faults applied | errors: upstream's | errors: ours | wrong answers "
-        "| bypass (metric) | backend errors (metric) | /admin/stats degraded | recovery to first hit (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| phase (fault) | fault lasted (s) | requests | upstream faults applied | errors: upstream's | errors: ours "
+        "| wrong answers | bypass (metric) | backend errors (metric) | /admin/stats degraded "
+        "| recovery to first hit (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for phase in report.phases:
         name = phase.fault.name
@@ -28,13 +29,14 @@ def markdown(report: Report) -> str:
         if phase.reconnect is not None:
             tier = f" ({phase.fault.tier}; reconnected after {phase.reconnect:.2f})"
         lines.append(
-            f"| {name} | {sum(1 for o in report.outcomes if o.phase == name)} | {phase.upstream_faults} "
+            f"| {name} | {phase.restored - phase.injected:.1f} | {sum(1 for o in report.outcomes if o.phase == name)} "
+            f"| {phase.upstream_faults} "
             f"| {report.count('upstream', name)} | {report.count('ours', name)} | {report.count('wrong', name)} "
             f"| {phase.metrics.get('result:bypass', 0):.0f} | {errors or '0'} | {', '.join(phase.degraded) or '-'} "
             f"| {_seconds(phase.recovery)}{tier} |")
     seen = report.client_results()
     lines += [
-        f"| **total** (warm-up, re-read included) | {len(report.outcomes)} | {sum(p.upstream_faults for p in report.phases)} "
+        f"| **total** (warm-up, re-read included) | | {len(report.outcomes)} | {sum(p.upstream_faults for p in report.phases)} "
         f"| {report.count('upstream')} | {report.count('ours')} | {report.count('wrong')} "
         f"| {report.metrics.get('result:bypass', 0):.0f} | "
         + ", ".join(f"{b} {report.metrics.get(f'errors:{b}', 0):.0f}" for b in BACKENDS) + " | | |",
