@@ -252,8 +252,11 @@ async def _announce(client: Any) -> bool:
     return await activate_revision(client, CACHE, "rev-b", "rev-a") >= 1
 
 
+@pytest.mark.parametrize("fixture", ["password_cluster", "tls_cluster"])
 async def test_a_password_protected_cluster_takes_the_password_setting(
-        sidecar_factory: Any, password_cluster: RedisClusterServer, client_for: Any) -> None:
+        sidecar_factory: Any, fixture: str, request: pytest.FixtureRequest, client_for: Any) -> None:
+    """Over plain TCP and over TLS only (``rediss+cluster://``, the CA in the URL)."""
+    password_cluster: RedisClusterServer = request.getfixturevalue(fixture)
     handle = await following(sidecar_factory, password_cluster.url, redis_password=PASSWORD, model_revision="rev-a")
     api = client_for(handle)
     assert (await chat(api, **body("Behind a password?"))).cache == MISS
