@@ -15,9 +15,10 @@ URL forms (docs/cluster.md):
 
 A password in the URL is used as given; without one, ``password`` (the Secret) is.
 
-What makes the callers cluster-safe: every command names one key, except ``UNLINK`` of a
-``SCAN`` page, which redis-py splits by slot, and ``SCAN`` itself, which it runs on every
-primary; the stats pipeline touches one hash.  Pub/sub: a ``PUBLISH`` reaches the subscribers of
+What makes the callers cluster-safe: every command names one key, except the batched lookups'
+``MGET`` (the exact tier uses ``mget_nonatomic`` on a cluster: one ``MGET`` per slot) and
+``UNLINK`` of a ``SCAN`` page, which redis-py splits by slot, and ``SCAN`` itself, which it runs
+on every primary; the stats pipeline touches one hash.  Pub/sub: a ``PUBLISH`` reaches the subscribers of
 every node; redis-py sends it to the node owning the channel's slot, where every
 :func:`open_pubsub` subscription is, so the count it returns is still that of every subscriber.
 """
