@@ -16,7 +16,7 @@ from llmcache_sidecar.invalidation import (
 )
 
 from tests.cluster.conftest import RedisClusterServer
-from tests.cluster.test_cluster_sidecar import CACHE, body, expected, following
+from tests.cluster.test_cluster_sidecar import CACHE, admin, body, expected, following
 from tests.rollout.conftest import wait_until
 from tests.sidecar.calls import HIT, MISS, chat
 
@@ -38,6 +38,8 @@ async def test_a_primary_failover_is_survived(sidecar_factory: Any, replicated_c
     for question in questions:
         assert (await chat(api, **body(question))).cache == MISS
     await wait_until(lambda: replicated(cluster, f"llmcache:{CACHE}:rev-a:*", STORED), what="the replicas in sync")
+    status, report = await admin(handle, "GET", "/admin/stats")
+    assert (status, report["entries"]["exact"]) == (200, STORED), "counted on the primaries only"
 
     victim = cluster.owner(events_channel(CACHE))
     cluster.stop(victim)
