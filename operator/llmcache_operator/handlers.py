@@ -26,6 +26,9 @@ from .spec import SpecError
 from .stats import read_stats
 
 RETRY_DELAY_SECONDS = 10
+#: The API server refusing a child as invalid: the same manifest would be refused again, so it is a
+#: spec problem (``phase: Failed``, fixed by editing the spec), not something to retry.
+REFUSED_AS_INVALID = frozenset({400, 422})
 
 
 async def login(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
@@ -85,7 +88,9 @@ async def _converge_once(
     """One pass of :func:`converge`; True to run another.
 
     Everything is validated and planned before the first write; a :class:`SpecError` is
-    published as ``phase: Failed`` and re-raised, with nothing written.
+    published as ``phase: Failed`` and re-raised, with nothing written.  A child the API server
+    refuses as invalid (400, 422: e.g. an image name with spaces) ends the same way, after the
+    writes before it.
     """
     api = memo.api
     meta = body.get("metadata", {})
@@ -99,7 +104,14 @@ async def _converge_once(
     except SpecError as exc:
         await publish_status(api, body, failed=str(exc), observed_generation=observed_generation)
         raise
-    await apply.execute(api, ctx.namespace, writes)
+    try:
+        await apply.execute(api, ctx.namespace, writes)
+    except KubeError as exc:
+        if exc.status not in REFUSED_AS_INVALID:
+            raise
+        message = f"the API server refused a child built from this spec ({exc}); fix the spec"
+        await publish_status(api, body, failed=message, observed_generation=observed_generation)
+        raise SpecError(message) from exc
     for write in writes:
         logger.info(f"{write.verb} {write.resource.kind} {write.name}")
     try:

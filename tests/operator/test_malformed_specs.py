@@ -11,13 +11,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import kmock
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from llmcache_operator import kube
 from llmcache_operator.spec import SpecError, parse_spec
 
-from tests.operator.conftest import Cluster
+from tests.operator.conftest import Cluster, resource_key
 from tests.operator.spec_strategies import MODEL, broken_specs
 from tests.operator.test_operator import EXTERNAL, condition, phase_is
 
@@ -135,3 +136,33 @@ async def test_drawn_malformed_caches_fail_without_retries(cluster: Cluster, ope
         assert_handled_once(cluster, name)
     assert children(cluster) == before
     await assert_still_reconciles(cluster, f"good-{names[0]}", EXTERNAL)
+
+
+async def test_a_child_the_api_server_refuses_fails_the_cache_without_retries(
+    cluster: Cluster, operator: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What only the API server checks (here: an image name with a trailing space, which the
+    emulator refuses as a real API server does) ends in Failed, not in a retry every few seconds."""
+    serve = cluster.emulator._handle
+
+    async def refuse_bad_images(request: kmock.Request) -> Any:
+        if request.action == kmock.action.CREATE and request.resource == resource_key(kube.DEPLOYMENTS):
+            image = request.data["spec"]["template"]["spec"]["containers"][0]["image"]
+            if image != image.strip():
+                raise kmock.KubernetesError(status=422, reason="Invalid", message=(
+                    f'Deployment.apps "{request.data["metadata"]["name"]}" is invalid: spec.template.spec.'
+                    f'containers[0].image: Invalid value: "{image}": must not have leading or trailing whitespace'))
+        return await serve(request)
+
+    monkeypatch.setattr(cluster.emulator, "_handle", refuse_bad_images)
+    await cluster.create_cache("spaced", {"model": MODEL, "vllm": {"image": "vllm/vllm-openai:v0.6.3 "}})
+    await cluster.wait_for(phase_is(cluster, "spaced", "Failed"), what="Failed")
+    message = condition(cluster.cache("spaced"), "Ready")["message"]
+    assert "the API server refused a child built from this spec (HTTP 422" in message
+    assert "must not have leading or trailing whitespace" in message
+    await cluster.settle()
+    assert_handled_once(cluster, "spaced")
+    assert cluster.obj(kube.DEPLOYMENTS, "spaced-vllm-2024-09-25") is None
+    await cluster.patch_cache("spaced", {"vllm": {"image": "vllm/vllm-openai:v0.6.3"}})
+    await cluster.wait_for(lambda: cluster.obj(kube.DEPLOYMENTS, "spaced-vllm-2024-09-25"), what="the Deployment")
+    await cluster.wait_for(phase_is(cluster, "spaced", "Provisioning"), what="Provisioning after the fix")
