@@ -247,8 +247,10 @@ def _replace(new_body: Mapping[str, Any], body: dict[str, Any]) -> None:
     body.update(copy.deepcopy(dict(new_body)))
 
 
-def llmcache_specs(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace or "", name): dict(spec)}
+def llmcache_specs(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """The raw spec, whatever JSON it is (``review_pod`` reports one that is not an object as invalid;
+    kopf's ``spec`` view cannot even be copied then)."""
+    return {(namespace or "", name): copy.deepcopy(body.get("spec", {}))}
 
 
 class Injector:
@@ -269,7 +271,7 @@ class Injector:
 
     async def inject_sidecar(
         self, body: kopf.Body, namespace: str | None, patch: kopf.Patch, warnings: list[str], dryrun: bool,
-        llmcache_specs: kopf.Index[tuple[str, str], dict[str, Any]], **_: Any,
+        llmcache_specs: kopf.Index[tuple[str, str], Any], **_: Any,
     ) -> None:
         namespace = namespace or ""
         try:
@@ -289,14 +291,17 @@ class Injector:
             if not dryrun:
                 await self.post_event(warning_event(body, namespace, review, f"llmcache-inject.{uuid.uuid4().hex}", _now()))
 
-    async def fetch_spec(self, namespace: str, cache: str) -> dict[str, Any] | None:
+    async def fetch_spec(self, namespace: str, cache: str) -> Any:
         """Ask the API server for a cache the index does not know (yet: right after a restart)."""
         try:
             found = await asyncio.wait_for(self.api.get(LLMCACHES, namespace, cache), API_TIMEOUT_SECONDS)
         except (TimeoutError, KubeError, NotLoggedIn, aiohttp.ClientError, OSError) as exc:
             logger.warning(f"Cannot read LLMCache {namespace}/{cache}: {exc}")
             return None
-        return dict(found.get("spec") or {}) if found else None
+        if found is None:
+            return None
+        spec = found.get("spec")
+        return {} if spec is None else spec
 
     async def post_event(self, event: Mapping[str, Any]) -> None:
         """Post ``event`` quickly or not at all."""

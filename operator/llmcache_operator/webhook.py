@@ -186,13 +186,14 @@ class Review:
 def review_pod(
     pod: Mapping[str, Any],
     namespace: str,
-    find_spec: Callable[[str], Mapping[str, Any] | None],
+    find_spec: Callable[[str], Any],
     config: OperatorConfig,
     options: InjectionOptions,
 ) -> Review:
     """Decide what happens to a pod being created in ``namespace``.
 
-    ``find_spec(name)`` gives the spec of the LLMCache ``name`` in that namespace, or ``None``.
+    ``find_spec(name)`` gives the spec of the LLMCache ``name`` in that namespace (any JSON value:
+    it is validated here), or ``None`` when there is no such LLMCache.
     A missing or invalid LLMCache admits the pod unchanged, with a warning that says why.
     """
     cache = requested_cache(pod)
