@@ -14,7 +14,12 @@ import yaml
 from llmcache_operator import kube, names
 from llmcache_operator.settings import OperatorConfig
 from llmcache_operator.sidecar_config import CONFIG_KEY
-from llmcache_operator.spec import URL_QUERY_PASSWORD, URL_USERINFO_PASSWORD, SpecError, parse_spec
+from llmcache_operator.spec import (
+    URL_QUERY_PASSWORD,
+    URL_USERINFO_PASSWORD,
+    SpecError,
+    parse_spec,
+)
 from llmcache_operator.webhook import InjectionOptions, injected_pod
 
 from tests.operator.conftest import CRD_PATH, Cluster, StartOperator
