@@ -61,7 +61,7 @@ async def send(client: openai.AsyncOpenAI, call: Call, phase: str) -> Outcome:
         raw = await endpoint.with_raw_response.create(stream=call.stream, extra_headers={REQUEST_ID_HEADER: call.id},
                                                       **body)
         outcome.cache = raw.headers.get("x-llmcache")
-        parsed = raw.parse()
+        parsed: Any = raw.parse()  # a completion, or a stream of chunks (chat or text)
         if call.stream:
             await _read_stream(outcome, parsed)
         else:

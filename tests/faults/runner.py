@@ -33,15 +33,15 @@ from typing import Any
 
 import aiohttp
 import openai
-
 from llmcache_sidecar import state
 from llmcache_sidecar.server import SidecarHandle, serve
+
 from tests.conftest import RedisServer, sidecar_settings
 from tests.faults.backends import FlakyEmbedder, MilvusProcess
 from tests.faults.faults import FAULTS, Fault, Targets
 from tests.faults.judge import Outcome, send, verdict
-from tests.faults.verify import EntryCheck, check_entries
-from tests.faults.workload import REQUEST_ID_HEADER, Call, Workload
+from tests.faults.verify import EntryCheck, check_entries, exact_keys
+from tests.faults.workload import PARAPHRASE_GROUPS, REQUEST_ID_HEADER, Call, Workload
 from tests.sidecar.calls import metric_value
 from tests.upstream import TestUpstream
 
@@ -197,8 +197,6 @@ class Suite:
 
     async def _warm_up(self) -> None:
         """Ask every paraphrase group's first question once, so the load finds semantic hits."""
-        from tests.faults.workload import PARAPHRASE_GROUPS
-
         calls = [self.workload.make("chat", group[0], stream=False, origin="warm-up") for group in PARAPHRASE_GROUPS]
         await self._send_all(calls)
         await self._semantic_flush()
@@ -309,8 +307,6 @@ class Suite:
 
     async def _reread(self, entries: EntryCheck) -> None:
         """Every whole entry, asked for again as JSON and as a stream: each must be a right hit."""
-        from tests.faults.verify import exact_keys
-
         keys = exact_keys(self.handle.app[state.SETTINGS], self.workload.distinct())
         calls = [self.workload.again(keys[key], stream=stream, origin="reread")
                  for key in sorted(entries.good_keys) for stream in (False, True)]

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from llmcache_sidecar.tiers.exact import RedisExactTier
+
 from tests.conftest import sidecar_settings
 
 
@@ -39,6 +39,7 @@ async def test_milvus_restarted_the_first_reconnect_succeeds(tmp_path: Path) -> 
     back (the fault suite saw the semantic tier come back 5-9 s after Milvus).  The first
     reconnect after the server returns must succeed."""
     from llmcache_sidecar.tiers.milvus_store import MilvusError, MilvusStore
+
     from tests.faults.backends import MilvusProcess
 
     server = MilvusProcess(tmp_path / "milvus")

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-
 from llmcache_sidecar.config import Settings
 from llmcache_sidecar.entry import CorruptEntry, Entry
 from llmcache_sidecar.keys import KeyBuilder
 from llmcache_sidecar.proxy import is_complete
 from llmcache_sidecar.tiers.milvus_store import collection_name
+
 from tests.faults.workload import PATHS, Call, expected
 
 
