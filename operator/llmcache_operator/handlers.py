@@ -47,11 +47,24 @@ async def close_api(memo: Runtime, **_: Any) -> None:
 async def reconcile(body: kopf.Body, meta: kopf.Meta, memo: Runtime, logger: logging.Logger, **_: Any) -> None:
     try:
         await converge(memo, body, logger, observed_generation=meta.get("generation"))
+        await warn_if_redis_password_missing(memo, body)
     except SpecError as exc:
         kopf.warn(body, reason="InvalidSpec", message=f"{exc}")
         logger.error(f"invalid spec, nothing changed: {exc}")
     except KubeError as exc:
         raise kopf.TemporaryError(f"{exc}", delay=RETRY_DELAY_SECONDS) from exc
+
+
+async def warn_if_redis_password_missing(memo: Runtime, body: kopf.Body) -> None:
+    """An external Redis's ``passwordSecret`` (or its key) missing: the sidecars start without the
+    password (the reference is optional, so the app's pods never wait for it) and Redis refuses
+    them; say so once per spec change, while the cache itself still works (it passes through)."""
+    ctx = cache_context(body["metadata"]["name"], body["metadata"]["namespace"], body.get("spec", {}), memo.config)
+    ref = ctx.spec.redis.password_secret
+    if ref is not None and await switchover.redis_password(memo.api, ctx) is None:
+        kopf.warn(body, reason="RedisPasswordSecretMissing", message=(
+            f"Secret {ref.name} with key {ref.key} (spec.redis.passwordSecret) does not exist in {ctx.namespace}: "
+            "the sidecars reach Redis without a password until it does (restart them once it exists)"))
 
 
 async def child_changed(labels: Mapping[str, str], namespace: str, memo: Runtime, logger: logging.Logger, **_: Any) -> None:

@@ -146,3 +146,16 @@ async def test_the_operator_reads_stats_with_the_password_from_the_secret(
         assert "s3cret-pw" not in yaml.safe_dump(cluster.obj(kube.CONFIGMAPS, "ext-sidecar"))
     finally:
         client.execute_command("ACL", "DELUSER", "llmcache-stats")
+
+
+async def test_a_missing_password_secret_is_reported_by_an_event(cluster: Cluster, operator: None) -> None:
+    redis = {"mode": "external", "url": "redis://redis.example:6379/0", "passwordSecret": {"name": "not-there"}}
+    await cluster.create_cache("ext", {**EXTERNAL, "redis": redis})
+    events = await cluster.wait_for(lambda: cluster.events("RedisPasswordSecretMissing"), what="the Event")
+    assert events[0]["type"] == "Warning" and "Secret not-there with key password" in events[0]["message"]
+    assert cluster.cache("ext")["status"]["phase"] == "Ready", "the cache works (it passes through meanwhile)"
+    await cluster.create_object(kube.SECRETS, {"metadata": {"name": "present"}, "data": {"password": "cHc="}})
+    await cluster.patch_cache("ext", {"redis": {"passwordSecret": {"name": "present"}}})
+    await cluster.wait_for(lambda: cluster.cache("ext")["status"].get("observedGeneration") == 2, what="the update")
+    await cluster.settle()
+    assert len(cluster.events("RedisPasswordSecretMissing")) == 1
