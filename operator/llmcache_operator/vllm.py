@@ -132,8 +132,10 @@ def vllm_deployment(ctx: CacheContext, revision: str) -> dict[str, Any]:
                 "spec": {
                     "containers": [container],
                     "volumes": _volumes(ctx),
-                    # fsGroup: the weights volume (a claim written by an earlier root pod too) is writable.
-                    "securityContext": {"runAsUser": VLLM_UID, "runAsGroup": VLLM_UID, "fsGroup": VLLM_UID},
+                    # fsGroup: the weights volume (a claim written by an earlier root pod too) is writable;
+                    # relabelled only when its root is not ours yet, not file by file at every start.
+                    "securityContext": {"runAsUser": VLLM_UID, "runAsGroup": VLLM_UID, "fsGroup": VLLM_UID,
+                                        "fsGroupChangePolicy": "OnRootMismatch"},
                     "automountServiceAccountToken": False,
                 },
             },

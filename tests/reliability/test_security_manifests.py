@@ -189,6 +189,8 @@ def test_vllm_writes_every_cache_into_its_volumes() -> None:
     env = {item["name"]: item.get("value") for item in vllm["env"]}
     assert env["USER"], "torch's getpass.getuser() needs it for a uid without a passwd entry"
     assert env["HF_HOME"] == VLLM_WEIGHTS
+    pod_context = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert pod_context["fsGroupChangePolicy"] == "OnRootMismatch", "no recursive chown of the weights at every start"
     for name in (*SCRATCH_ENV.keys() - {"USER", "VLLM_NO_USAGE_STATS"}, "HF_HOME"):
         assert any(env[name] == path or env[name].startswith(path + "/") for path in WRITABLE["vllm"]), name
     assert {"HOME", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "VLLM_CACHE_ROOT"} <= env.keys()
