@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import sys
 import time
@@ -50,33 +49,32 @@ from llmcache_sidecar.verifier_training import (  # noqa: E402
 
 CACHE_DIR = Path("/tmp/llmcache-issue9")
 TARGET = 0.85
-CANDIDATES = 4
+CANDIDATES = 1
 SHIPPED = REPO / "sidecar/llmcache_sidecar/default_model/verifier.json"
 
 
 class Vectors:
-    """text -> embedding of one model, cached under /tmp by model digest and text-set digest."""
+    """text -> embedding of one model, kept in /tmp per model digest (texts + vectors), so a rerun
+    embeds only texts it has not seen."""
 
     def __init__(self, model_dir: str | None) -> None:
         self.files = model_files(model_dir)
         self.sha256 = sha256_of(self.files.model)
         self.embedder = OnnxEmbedder(self.files, "cpu", threads=1)
         self.dim = self.embedder.dim
+        self.path = CACHE_DIR / f"store-{self.sha256[:16]}.npz"
         self.known: dict[str, np.ndarray] = {}
+        if self.path.exists():
+            stored = np.load(self.path)
+            self.known.update(zip(stored["texts"].tolist(), stored["vectors"]))
 
     def add(self, texts: list[str]) -> None:
         todo = sorted({t for t in texts if t not in self.known})
         if not todo:
             return
-        digest = hashlib.sha256(("\n".join(todo) + self.sha256).encode()).hexdigest()[:16]
-        path = CACHE_DIR / f"vec-{digest}.npy"
-        if path.exists():
-            vectors = np.load(path)
-        else:
-            vectors = embed_texts(self.embedder, todo)
-            CACHE_DIR.mkdir(exist_ok=True)
-            np.save(path, vectors)
-        self.known.update(zip(todo, vectors))
+        self.known.update(zip(todo, embed_texts(self.embedder, todo)))
+        CACHE_DIR.mkdir(exist_ok=True)
+        np.savez(self.path, texts=np.array(list(self.known)), vectors=np.stack(list(self.known.values())))
 
 
 def fold_pairs(rows: list[dict], folds: np.ndarray, which: set[int]) -> list[Pair]:
@@ -125,9 +123,10 @@ def near_miss_outcome(verifier: Verifier | None, cut: float, made: list[tuple[st
     return result
 
 
-def mock_outcome(verifier: Verifier | None, cut: float, vectors: Vectors) -> dict:
+def mock_best(verifier: Verifier | None, vectors: Vectors) -> tuple[np.ndarray, np.ndarray]:
     """GPTCache's benchmark: every origin stored, every similar asked; the top-4 origins by cosine
-    re-ranked by the verifier (cosine alone when None), a hit when the best reaches ``cut``."""
+    re-ranked by the verifier (cosine alone when None).  Per asked question: the chosen origin's
+    score, and whether it is the question's own origin."""
     rows = json.loads(MOCK_PAIRS.read_text())
     origins, similars = [r["origin"] for r in rows], [r["similar"] for r in rows]
     vectors.add(origins + similars)
@@ -135,19 +134,28 @@ def mock_outcome(verifier: Verifier | None, cut: float, vectors: Vectors) -> dic
     asked = np.stack([vectors.known[t] for t in similars])
     cos = asked @ stored.T
     top = np.argsort(-cos, axis=1)[:, :CANDIDATES]
-    right = wrong = 0
+    best, own = np.empty(len(rows)), np.empty(len(rows), dtype=bool)
     for i, candidates in enumerate(top):
         if verifier is None:
-            best, score = candidates[0], cos[i, candidates[0]]
+            chosen, best[i] = candidates[0], cos[i, candidates[0]]
         else:
             p = verifier.probability([origins[c] for c in candidates], [similars[i]] * len(candidates),
                                      stored[candidates], np.repeat(asked[i:i + 1], len(candidates), axis=0))
-            best, score = candidates[int(p.argmax())], float(p.max())
-        if score >= cut:
-            right += int(best == i)
-            wrong += int(best != i)
-    return {"right": right, "wrong": wrong, "miss": len(rows) - right - wrong,
+            chosen, best[i] = candidates[int(p.argmax())], float(p.max())
+        own[i] = chosen == i
+    return best, own
+
+
+def mock_outcome(best: np.ndarray, own: np.ndarray, cut: float) -> dict:
+    hit = best >= cut
+    right, wrong = int((hit & own).sum()), int((hit & ~own).sum())
+    return {"cut": round(float(cut), 4), "right": right, "wrong": wrong, "miss": len(best) - right - wrong,
             "wrong_share_of_hits": round(wrong / max(right + wrong, 1), 4)}
+
+
+def mock_sweep(best: np.ndarray, own: np.ndarray, table: list[list[float]]) -> list[dict]:
+    """The mock benchmark at the cut of every target precision of ``table``."""
+    return [{"target": p, **mock_outcome(best, own, cut)} for p, cut, _ in table]
 
 
 def latency(verifier: Verifier, vectors: Vectors, pairs: list[Pair], rounds: int = 300) -> dict:
@@ -177,6 +185,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=SHIPPED, help="where the shipped verifier file is written")
     parser.add_argument("--no-out", action="store_true", help="measure only")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--scores", type=Path, help="also write the held-out scores here (npz, for the plot)")
     args = parser.parse_args()
 
     rows = load_rows()
@@ -200,13 +209,16 @@ def main() -> None:
     cosine_scores = scores_of(None, held, vectors)
     cosine_cuts = precision_table(cosine_scores, y_held)
     cosine_cut = recall_at_precision(cosine_scores, y_held, TARGET)[1]
+    cosine_mock = mock_best(None, vectors)
     results["methods"]["cosine"] = {
         "recall_at_p85": round(recall_at_precision(cosine_scores, y_held, TARGET)[0], 4), "cut": round(cosine_cut, 4),
         "per_fold": [round(recall_at_precision(cosine_scores[held_fold == k], y_held[held_fold == k], TARGET)[0], 4)
                      for k in held_out_folds],
         "curve": curve(cosine_scores, y_held),
         "near_misses": {k: near_miss_outcome(None, cosine_cut, near_sets[k], vectors) for k in held_out_folds},
-        "gptcache_mock": mock_outcome(None, cosine_cut, vectors)}
+        "gptcache_mock": mock_outcome(*cosine_mock, cosine_cut),
+        "gptcache_mock_sweep": mock_sweep(*cosine_mock, cosine_cuts)}
+    saved = {"labels": y_held, "folds": held_fold, "cosine": cosine_scores}
     print("cosine", json.dumps(results["methods"]["cosine"]), flush=True)
     shipped_doc = None
     for kind in args.kinds.split(","):
@@ -242,7 +254,10 @@ def main() -> None:
             "held_out_cosine_recall_at_precision_0.85": results["methods"]["cosine"]["recall_at_p85"]}
         doc = as_verifier(kind, fitted, vectors, cuts, cosine_cuts, provenance)
         shipped = verifier_from_dict(doc)
-        method["gptcache_mock"] = mock_outcome(shipped, shipped.cut_for(TARGET), vectors)
+        best, own = mock_best(shipped, vectors)
+        method["gptcache_mock"] = mock_outcome(best, own, shipped.cut_for(TARGET))
+        method["gptcache_mock_sweep"] = mock_sweep(best, own, cuts)
+        saved[kind] = scores
         method["latency_top4"] = latency(shipped, vectors, held)
         method["seconds"] = round(time.monotonic() - started, 1)
         results["methods"][kind] = method
@@ -254,6 +269,8 @@ def main() -> None:
         print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if args.scores:
+        np.savez(args.scores, **saved)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""``llmcache tune`` end to end on a small labelled pairs file (the first QQP dev pairs), and
+``llmcache calibrate`` with the verifier."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmcache_sidecar.config import load_settings
+from llmcache_sidecar.default_model import MODEL_SHA256, sha256_of
+from llmcache_sidecar.tools import main
+from llmcache_sidecar.verifier import load_verifier, match_policy
+
+DEV_PAIRS = Path(__file__).resolve().parents[3] / "shared/data/qqp-pairs-dev.jsonl"
+
+
+@pytest.fixture
+def small_pairs(tmp_path: Path) -> Path:
+    if not DEV_PAIRS.is_file():
+        pytest.skip(f"{DEV_PAIRS} is absent (the shared evaluation data)")
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(DEV_PAIRS.read_text().splitlines(keepends=True)[:300]))
+    return path
+
+
+def test_tune_trains_calibrates_and_writes_a_verifier_the_sidecar_loads(
+        small_pairs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("sklearn")
+    out = tmp_path / "tuned"
+    assert main(["tune", "--pairs", str(small_pairs), "--out", str(out), "--target-precision", "0.8"]) == 0
+    printed = capsys.readouterr().out
+    assert "pairs:" in printed and "held out" in printed
+    assert "cosine threshold (current model)" in printed and "tuned verifier" in printed
+    assert f"LLMCACHE_VERIFIER_PATH={out}" in printed
+    verifier = load_verifier(out)
+    assert verifier.embedding_sha256 == MODEL_SHA256
+    assert verifier.provenance["data_sha256"] == sha256_of(small_pairs)
+    assert all(0.7 <= p <= 0.99 for p, _, _ in verifier.cuts)
+    policy = match_policy(load_settings({"LLMCACHE_UPSTREAM_URL": "http://up:8000", "LLMCACHE_VERIFIER_PATH": str(out),
+                                         "LLMCACHE_TARGET_PRECISION": "0.8"}), MODEL_SHA256)
+    assert policy.verifier is not None and policy.cut == verifier.cut_for(0.8)
+
+
+def test_tune_refuses_pairs_it_cannot_learn_from(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    only_duplicates = tmp_path / "dups.jsonl"
+    only_duplicates.write_text("".join(json.dumps({"a": f"question {i}?", "b": f"question {i} please?",
+                                                   "duplicate": True}) + "\n" for i in range(20)))
+    assert main(["tune", "--pairs", str(only_duplicates), "--out", str(tmp_path / "x")]) == 2
+    assert "needs duplicates and non-duplicates" in capsys.readouterr().err
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"a": "x"}\n')
+    assert main(["tune", "--pairs", str(broken), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_calibrate_reports_the_verifier(small_pairs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", "--pairs", str(small_pairs), "--target-precision", "0.8", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "match verifier" in out and "LLMCACHE_TARGET_PRECISION" in out
+    section = out.split("match verifier", 1)[1].split("\nthreshold ", 1)[0]
+    rows = [line.split() for line in section.splitlines()[2:] if line.strip()]
+    assert rows and all(len(row) == 5 and 0.0 <= float(row[1]) <= 1.0 for row in rows)
