@@ -1,9 +1,9 @@
 """The semantic tier: an earlier question of the same scope that means the same, if there is one.
 
 The decision (:class:`~llmcache_sidecar.verifier.MatchPolicy`): with the match verifier on (the
-default), the few nearest stored questions by cosine are re-ranked by the verifier, which reads
-both texts and both vectors, and the best one is served if its probability reaches the cut
-picked by the target precision; entries stored without their text (an old collection) and a
+default), the nearest stored questions by cosine (``MatchPolicy.candidates``: one by default)
+are scored by the verifier, which reads both texts and both vectors, and the best one is served
+if its probability reaches the cut picked by the target precision; entries stored without their text (an old collection) and a
 verifier-less configuration fall back to the plain cosine threshold.
 
 Lookups never touch Milvus: the query is embedded (micro-batched, off the loop) and searched in
