@@ -26,9 +26,9 @@ def parser() -> argparse.ArgumentParser:
                     "workload classified by X-LLMCache, one kind at a time against its bar (bare forwarder, "
                     "GPTCache, the upstream called directly), and the entries curve.  Loopback only.")
     p.add_argument("--entries", type=int, default=100_000, help="answered questions in the cache before the load (default 100000)")
-    p.add_argument("--requests", type=int, default=3000, help="requests per exact-hit / forwarder phase (default 3000)")
+    p.add_argument("--requests", type=int, default=5000, help="requests per exact-hit / forwarder phase (default 5000)")
     p.add_argument("--semantic", type=int, default=2000, help="semantic-hit requests: a quarter single client, the rest concurrent (default 2000)")
-    p.add_argument("--misses", type=int, default=300, help="requests per miss / upstream phase (default 300)")
+    p.add_argument("--misses", type=int, default=60, help="requests per miss / upstream phase (default 60)")
     p.add_argument("--mixed", type=int, default=3000, help="requests of the mixed workload (default 3000)")
     p.add_argument("--catalogue", type=int, default=1500, help="distinct questions the mixed workload draws from (default 1500)")
     p.add_argument("--zipf", type=float, default=1.0, help="popularity exponent s: rank r drawn with weight 1/r^s (default 1.0)")
@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=200, help="unmeasured requests before the exact phases (default 200)")
     p.add_argument("--concurrency", type=int, default=32, help="clients of the saturating exact / forwarder phase (default 32)")
     p.add_argument("--semantic-concurrency", type=int, default=16, help="clients of the concurrent semantic phase (default 16)")
-    p.add_argument("--miss-concurrency", type=int, default=16, help="clients of the miss / upstream phases (default 16)")
+    p.add_argument("--miss-concurrency", type=int, default=1,
+                   help="clients of the miss / upstream phases (default 1: the latency a miss adds, without queueing)")
     p.add_argument("--mixed-concurrency", type=int, default=16, help="clients of the mixed workload (default 16)")
     p.add_argument("--threshold", type=float, default=0.93, help="the sidecar's semantic threshold (default 0.93, the shipped one)")
     p.add_argument("--verifier", choices=["on", "off"], default="off",
@@ -48,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gptcache-queries", type=int, default=300, help="GPTCache lookups, one client (default 300)")
     p.add_argument("--curve", default="1000,10000,100000,1000000", help="entries curve sizes, comma-separated ('' for none)")
     p.add_argument("--curve-queries", type=int, default=300, help="lookups per curve point (default 300)")
+    p.add_argument("--curve-point", type=Path, action="append", default=[],
+                   help="add a curve point measured earlier by 'python -m bench.curve --json FILE' (repeatable)")
     p.add_argument("--build-threads", type=int, help="HNSW build threads for the curve (default: the product's, 1)")
     p.add_argument("--load-timeout", type=float, default=1800.0, help="seconds the sidecar may take to load its index (default 1800)")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
@@ -92,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {context['machine']}\nload average: {context['load_before']:.2f}", file=sys.stderr)
     raw = run(args)
     sizes = [int(s) for s in args.curve.split(",") if s.strip()]
-    raw["curve"] = run_curve(sizes, args) if sizes else []
+    earlier = [json.loads(path.read_text()) | {"measured": f"separately ({path.name})"} for path in args.curve_point]
+    raw["curve"] = sorted((run_curve(sizes, args) if sizes else []) + earlier, key=lambda point: point["entries"])
     context["load_after"] = os.getloadavg()[0]
     context["other_jobs_after"] = other_jobs()
-    report = build_report(raw, vars(args) | {"json": str(args.json), "plot": str(args.plot)}, context)
+    report = build_report(raw, vars(args) | {"json": str(args.json), "plot": str(args.plot),
+                                             "curve_point": [str(path) for path in args.curve_point]}, context)
     print(markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
