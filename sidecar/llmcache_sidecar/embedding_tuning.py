@@ -11,8 +11,7 @@ warm-up and decay, time-boxed.
 
 The export writes the transformer's last hidden state (the sidecar's embedder pools and
 normalises itself) to fp32 ONNX, then quantises the weights to int8 (onnxruntime dynamic
-quantisation: a quarter of the size, the same cut-offs within a rounding step), and copies the
-tokenizer: a directory ``LLMCACHE_EMBEDDING_MODEL`` can point at.
+quantisation, per channel: a quarter of the size), and copies the tokenizer: a directory ``LLMCACHE_EMBEDDING_MODEL`` can point at.
 """
 
 from __future__ import annotations
@@ -129,7 +128,9 @@ def export_onnx(model_dir: str, out_dir: Path, *, quantize: bool = True) -> Path
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in (*names, "last_hidden_state")},
                           opset_version=17, dynamo=False)
         if quantize:
-            quantize_dynamic(str(fp32), str(out_dir / "model.onnx"), weight_type=QuantType.QInt8)
+            # per-channel int8 weights: cosine to fp32 >= 0.97 (per-tensor: 0.85; measured on
+            # 360 sentences with the original all-MiniLM-L6-v2), 23 MB
+            quantize_dynamic(str(fp32), str(out_dir / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
         else:
             shutil.copyfile(fp32, out_dir / "model.onnx")
     shutil.copyfile(source / "tokenizer.json", out_dir / "tokenizer.json")

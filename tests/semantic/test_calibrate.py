@@ -48,7 +48,8 @@ def test_curve_and_threshold_choice() -> None:
 
 def test_calibrate_prints_the_curve_and_the_threshold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
-    assert main(["calibrate", "--pairs", str(pairs), "--target-precision", "0.6", "--device", "cpu"]) == 0
+    assert main(["calibrate", "--pairs", str(pairs), "--target-precision", "0.6", "--device", "cpu",
+                 "--no-verifier"]) == 0
     out = capsys.readouterr().out
     assert "8 pairs, 4 duplicates" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("0.", "1.")]
