@@ -17,8 +17,8 @@ Two modes:
 
 Measured for each kind and for the plain cosine threshold: recall at precision >= 0.85 (and the
 curve), near misses of held-out questions (``near_misses.py``, rules apart from the training
-ones) refused and faithful rewrites served at the 0.85 cut, GPTCache's mock benchmark (top-4
-candidates by cosine re-ranked by the verifier), and the verifier's time per lookup.  Every score
+ones) refused and faithful rewrites served at the 0.85 cut, GPTCache's mock benchmark (the
+nearest ``CANDIDATES`` origins by cosine, the best by the verifier served), and the verifier's time per lookup.  Every score
 goes through the exported JSON and the sidecar's numpy inference.
 
     OMP_NUM_THREADS=1 python scripts/train_verifier.py [--model DIR] [--calibrate fold0]
@@ -124,7 +124,7 @@ def near_miss_outcome(verifier: Verifier | None, cut: float, made: list[tuple[st
 
 
 def mock_best(verifier: Verifier | None, vectors: Vectors) -> tuple[np.ndarray, np.ndarray]:
-    """GPTCache's benchmark: every origin stored, every similar asked; the top-4 origins by cosine
+    """GPTCache's benchmark: every origin stored, every similar asked; the CANDIDATES nearest origins by cosine
     re-ranked by the verifier (cosine alone when None).  Per asked question: the chosen origin's
     score, and whether it is the question's own origin."""
     rows = json.loads(MOCK_PAIRS.read_text())
@@ -159,7 +159,7 @@ def mock_sweep(best: np.ndarray, own: np.ndarray, table: list[list[float]]) -> l
 
 
 def latency(verifier: Verifier, vectors: Vectors, pairs: list[Pair], rounds: int = 300) -> dict:
-    """Seconds to score one lookup's top-4 candidates (features + model), median and p99."""
+    """Seconds to score one lookup (CANDIDATES candidates: features + model), median and p99."""
     times = []
     for i in range(rounds):
         batch = [pairs[(i * CANDIDATES + j) % len(pairs)] for j in range(CANDIDATES)]
@@ -258,7 +258,7 @@ def main() -> None:
         method["gptcache_mock"] = mock_outcome(best, own, shipped.cut_for(TARGET))
         method["gptcache_mock_sweep"] = mock_sweep(best, own, cuts)
         saved[kind] = scores
-        method["latency_top4"] = latency(shipped, vectors, held)
+        method["latency_per_lookup"] = latency(shipped, vectors, held)
         method["seconds"] = round(time.monotonic() - started, 1)
         results["methods"][kind] = method
         print(kind, json.dumps(method), flush=True)
