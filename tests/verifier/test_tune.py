@@ -61,3 +61,23 @@ def test_calibrate_reports_the_verifier(small_pairs: Path, capsys: pytest.Captur
     section = out.split("match verifier", 1)[1].split("\nthreshold ", 1)[0]
     rows = [line.split() for line in section.splitlines()[2:] if line.strip()]
     assert rows and all(len(row) == 5 and 0.0 <= float(row[1]) <= 1.0 for row in rows)
+
+
+@pytest.mark.slow
+def test_tune_with_finetune_writes_a_model_directory_the_sidecar_loads(small_pairs: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--finetune: a few training steps, the int8 ONNX export, a verifier pinned to the new model."""
+    pytest.importorskip("sentence_transformers")
+    from llmcache_sidecar.default_model import model_files
+    from llmcache_sidecar.embedder import OnnxEmbedder
+
+    out = tmp_path / "tuned"
+    assert main(["tune", "--pairs", str(small_pairs), "--out", str(out), "--finetune", "--max-minutes", "0.2"]) == 0
+    assert "tuned verifier + fine-tuned model" in capsys.readouterr().out
+    vectors = OnnxEmbedder(model_files(str(out)), "cpu").embed(["How do I reset my password?"])
+    assert vectors.shape == (1, 384) and abs(float((vectors ** 2).sum()) - 1.0) < 1e-4
+    model_sha = sha256_of(out / "model.onnx")
+    assert load_verifier(out).embedding_sha256 == model_sha
+    policy = match_policy(load_settings({"LLMCACHE_UPSTREAM_URL": "http://up:8000", "LLMCACHE_EMBEDDING_MODEL": str(out)}),
+                          model_sha)
+    assert policy.verifier is not None, "the verifier beside the model is picked up"
