@@ -7,6 +7,9 @@ else on CPU 0):
   and streaming one token per ``--token-interval``), an instant upstream (CPU 0);
 - the real ``llmcache-sidecar`` (exact tier on Redis, semantic tier on Milvus Lite with the
   shipped ONNX model), filled with ``--entries`` answered questions before it starts (CPU 1);
+  Milvus Lite runs inside the sidecar (``--milvus embedded``, a file path URI) or as a server
+  process of its own (``--milvus server``, ``http://127.0.0.1:port``, CPU 0 beside redis-server),
+  as the operator runs Milvus in a cluster;
 - a bare aiohttp forwarder to the instant upstream (CPU 1), the bar for an exact hit;
 - GPTCache with the same embedding function and entries, after the load phases (CPU 1).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -39,7 +43,8 @@ from bench.corpus import Corpus, load_corpus
 from bench.load import Phase, run_phase
 from bench.prefill import prefill
 from bench.processes import (
-    REPO, free_port, pinned, redis_command, running, sidecar_command, sidecar_env, upstream_command,
+    REPO, free_port, milvus_server_command, pinned, redis_command, running, sidecar_command, sidecar_env,
+    upstream_command,
 )
 from bench.resources import peak_rss_bytes, rss_bytes
 from bench.vectors import entry_vectors, stored_vectors
@@ -48,6 +53,7 @@ from bench.workload import Workload, build_workload
 CACHE_NAME = "bench"
 TTL_SECONDS = 86400
 SIMILAR_MARGIN = 0.005
+MILVUS_START_TIMEOUT = 120.0  # seconds: the Milvus Lite server imports a lot before it listens
 
 
 @dataclass(frozen=True)
@@ -167,12 +173,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = build_workload(corpus, mixed=args.mixed, catalogue=args.catalogue, exact=args.requests,
                           semantic=args.semantic, miss=args.misses, exponent=args.zipf,
                           similar=similar_paraphrases(corpus, vectors, args.threshold))
-    ports = {name: free_port() for name in ("redis", "upstream", "instant", "forwarder", "api", "metrics")}
+    ports = {name: free_port() for name in ("redis", "upstream", "instant", "forwarder", "api", "metrics", "milvus")}
     raw: dict[str, Any] = {"corpus": {"entries": len(corpus.stored), "real": corpus.real_count,
                                       "synthetic": len(corpus.stored) - corpus.real_count}}
-    with tempfile.TemporaryDirectory(prefix="llmcache-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="llmcache-bench-") as tmp, contextlib.ExitStack() as backends:
         work_dir = Path(tmp)
-        milvus_uri = str(work_dir / "milvus.db")
+        milvus_server = None
+        if args.milvus == "server":
+            milvus_uri = f"http://127.0.0.1:{ports['milvus']}"
+            milvus_server = backends.enter_context(running(
+                pinned(milvus_server_command(ports["milvus"], work_dir / "milvus"), client_cpu), ports["milvus"],
+                log=work_dir / "milvus.log", timeout=MILVUS_START_TIMEOUT))
+        else:
+            milvus_uri = str(work_dir / "milvus.db")
+        raw["milvus"] = {"mode": args.milvus, "uri": milvus_uri}
         settings = {"upstream_url": f"http://127.0.0.1:{ports['upstream']}", "listen": f"127.0.0.1:{ports['api']}",
                     "metrics_listen": f"127.0.0.1:{ports['metrics']}",
                     "redis_url": f"redis://127.0.0.1:{ports['redis']}/0", "milvus_uri": milvus_uri,
@@ -196,8 +210,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 metrics_url = f"http://127.0.0.1:{ports['metrics']}"
                 raw["sidecar_load_seconds"] = round(wait_loaded(metrics_url, len(corpus.stored), args.load_timeout), 1)
                 raw["sidecar_rss_loaded_bytes"] = rss_bytes(sidecar.pid)
+                if milvus_server is not None:
+                    raw["milvus"] |= {"rss_loaded_bytes": rss_bytes(milvus_server.pid)}
                 print(f"  sidecar loaded the index in {raw['sidecar_load_seconds']} s, "
-                      f"RSS {raw['sidecar_rss_loaded_bytes'] / 2**20:.0f} MiB", file=sys.stderr)
+                      f"RSS {raw['sidecar_rss_loaded_bytes'] / 2**20:.0f} MiB"
+                      + (f" (Milvus server {raw['milvus']['rss_loaded_bytes'] / 2**20:.0f} MiB)" if milvus_server else ""),
+                      file=sys.stderr)
                 servers = Servers(f"http://127.0.0.1:{ports['api']}/v1/chat/completions", metrics_url,
                                   f"http://127.0.0.1:{ports['forwarder']}/v1/chat/completions",
                                   f"{upstream_url}/v1/chat/completions", sidecar.pid, fwd.pid)
@@ -206,6 +224,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raw["sidecar_peak_rss_bytes"] = peak_rss_bytes(sidecar.pid)
                 raw["sidecar_rss_end_bytes"] = rss_bytes(sidecar.pid)
                 raw["sidecar_stats"] = _get_json(f"{metrics_url}/admin/stats")
+                if milvus_server is not None:
+                    raw["milvus"] |= {"peak_rss_bytes": peak_rss_bytes(milvus_server.pid),
+                                      "rss_end_bytes": rss_bytes(milvus_server.pid)}
+        backends.close()  # the Milvus server stops before GPTCache runs, as the sidecar did
         if args.gptcache:
             semantic_questions = [json.loads(body)["messages"][-1]["content"] for body in work.semantic]
             raw["gptcache"] = run_gptcache(args, semantic_questions, server_cpu, work_dir)

@@ -1,5 +1,5 @@
-"""Start the processes a benchmark measures (redis-server, the test upstream, the sidecar console
-script) on loopback, optionally pinned to one CPU each with ``taskset``, and stop them again."""
+"""Start the processes a benchmark measures (redis-server, the test upstream, a Milvus Lite server,
+the sidecar console script) on loopback, optionally pinned to one CPU each with ``taskset``, and stop them again."""
 
 from __future__ import annotations
 
@@ -46,13 +46,15 @@ def pinned(command: list[str], cpu: int | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def running(command: list[str], port: int, *, env: Mapping[str, str] | None = None, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` until the block ends (SIGTERM, then SIGKILL after 10 s)."""
+def running(command: list[str], port: int, *, env: Mapping[str, str] | None = None, log: Path,
+            timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` until the block ends (SIGTERM, then SIGKILL after 10 s); ``timeout``: seconds
+    it may take to listen on ``port``."""
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=dict(env) if env is not None else None, cwd=REPO,
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port, process)
+        wait_for_port(port, process, timeout)
         yield process
     finally:
         if process.poll() is None:
@@ -69,6 +71,13 @@ def redis_command(port: int, workdir: Path) -> list[str]:
     if binary is None:
         raise RuntimeError("redis-server not found (apt-get install -y redis-server)")
     return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+
+
+def milvus_server_command(port: int, data_dir: Path) -> list[str]:
+    """Milvus Lite as a server of its own (``http://127.0.0.1:port``), as a sidecar meets Milvus in a
+    cluster, instead of embedded in the sidecar's process by a file path URI."""
+    return [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+            "--port", str(port)]
 
 
 def upstream_command(port: int) -> list[str]:

@@ -112,6 +112,7 @@ def build_report(raw: dict[str, Any], args: dict[str, Any], context: dict[str, A
             "sidecar": {"load_seconds": raw.get("sidecar_load_seconds"), "rss_loaded_bytes": raw.get("sidecar_rss_loaded_bytes"),
                         "peak_rss_bytes": raw.get("sidecar_peak_rss_bytes"), "rss_end_bytes": raw.get("sidecar_rss_end_bytes"),
                         "stats": raw.get("sidecar_stats")},
+            "milvus": raw.get("milvus"),
             "phases": phases, "kinds": kinds, "semantic_targets": raw.get("semantic_targets"), "gptcache": raw.get("gptcache"),
             "comparisons": comparisons(phases, raw.get("gptcache"), args["concurrency"], args["semantic_concurrency"]),
             "curve": raw.get("curve", [])}
@@ -143,7 +144,14 @@ def markdown(report: dict[str, Any]) -> str:
     side = report["sidecar"]
     if side.get("peak_rss_bytes"):
         lines += ["", f"sidecar: index loaded in {side['load_seconds']} s; RSS {side['rss_loaded_bytes'] / MIB:.0f} MiB "
-                      f"after loading, peak {side['peak_rss_bytes'] / MIB:.0f} MiB"]
+                      f"after loading, peak {side['peak_rss_bytes'] / MIB:.0f} MiB, {side['rss_end_bytes'] / MIB:.0f} MiB at the end"]
+    milvus = report.get("milvus") or {}
+    lines += ["", f"Milvus Lite: {milvus.get('mode', 'embedded')} ({milvus.get('uri')})"]
+    if milvus.get("peak_rss_bytes"):
+        total = (side.get("rss_loaded_bytes") or 0) + milvus["rss_loaded_bytes"]
+        lines[-1] += (f"; server RSS {milvus['rss_loaded_bytes'] / MIB:.0f} MiB after loading, peak "
+                      f"{milvus['peak_rss_bytes'] / MIB:.0f} MiB, {milvus['rss_end_bytes'] / MIB:.0f} MiB at the end; "
+                      f"sidecar + server after loading {total / MIB:.0f} MiB")
     lines += ["", "semantic hits pointed to: " + _json_lines(report.get("semantic_targets"))]
     lines += ["", "comparisons: " + _json_lines(report["comparisons"])]
     if report.get("gptcache"):

@@ -26,19 +26,23 @@ pytestmark = [
 SIDECAR_PHASES = {"mixed", "exact hit", "semantic hit", "miss", "miss, streamed"}
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("bench")
+def run_bench(out: Path, *options: str) -> tuple[dict, str]:
+    """The harness with tiny counts and ``options``; (the JSON report, the markdown on stdout)."""
     command = [sys.executable, "-m", "llmcache_sidecar.tools", "bench", "--entries", "300", "--requests", "40",
                "--semantic", "12", "--misses", "6", "--mixed", "120", "--catalogue", "30", "--warmup", "5",
                "--concurrency", "4", "--semantic-concurrency", "4", "--miss-concurrency", "3", "--mixed-concurrency", "4",
-               "--upstream-delay", "0.01", "--token-interval", "0.001", "--duration", "20", "--curve", "300",
-               "--curve-queries", "10", "--no-gptcache", "--no-pin", "--json", str(out / "report.json")]
+               "--upstream-delay", "0.01", "--token-interval", "0.001", "--duration", "20",
+               "--no-gptcache", "--no-pin", "--json", str(out / "report.json"), *options]
     env = {**os.environ, "LLMCACHE_BENCH_CACHE": str(out / "vectors")}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| mixed | sidecar |" in done.stdout  # the markdown tables
-    return json.loads((out / "report.json").read_text())
+    return json.loads((out / "report.json").read_text()), done.stdout
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return run_bench(tmp_path_factory.mktemp("bench"), "--curve", "300", "--curve-queries", "10")[0]
 
 
 def test_every_phase_ran_without_errors(report: dict) -> None:
@@ -87,3 +91,18 @@ def test_report_holds_resources_comparisons_and_curve(report: dict) -> None:
     assert point["entries"] == 300 and point["mode"] == "numpy" and point["queries"] > 0
     assert point["rss_bytes"] > point["rss_baseline_bytes"] > 0
     assert set(report["context"]["versions"]) >= {"python", "aiohttp", "onnxruntime", "hnswlib"}
+    assert report["milvus"]["mode"] == "embedded" and "://" not in report["milvus"]["uri"]
+
+
+def test_milvus_as_a_server_process_is_measured_apart(tmp_path: Path) -> None:
+    """``--milvus server``: the sidecar reads and writes a Milvus Lite server over gRPC, whose RSS
+    is reported apart from the sidecar's; every kind still occurs."""
+    report, markdown = run_bench(tmp_path, "--curve", "", "--milvus", "server")
+    milvus = report["milvus"]
+    assert milvus["mode"] == "server" and milvus["uri"].startswith("http://127.0.0.1:")
+    assert milvus["peak_rss_bytes"] >= milvus["rss_loaded_bytes"] > 0 and milvus["rss_end_bytes"] > 0
+    assert report["sidecar"]["stats"]["entries"]["semantic"] >= 300  # loaded from the server at start-up
+    mixed = next(p for p in report["phases"] if p["name"] == "mixed")
+    assert {"hit-exact", "hit-semantic", "miss"} <= set(mixed["results"])
+    assert all(phase["errors"] == 0 for phase in report["phases"])
+    assert "Milvus Lite: server (http://127.0.0.1:" in markdown and "server RSS" in markdown
