@@ -10,53 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
-import helm_python
-import pytest
-import yaml
+from e2e.cluster import Kubectl, wait_until
+from e2e.conftest import CRD, RELEASE, SLOW, Images, Namespaces, Release
+from e2e.workloads import (
+    APP_NAME,
+    CACHE_NAME,
+    CALL_SCRIPT,
+    UPSTREAM_NAME,
+    app,
+    llmcache,
+    upstream_objects,
+)
 
-from e2e.cluster import CHART_DIR, Kubectl, wait_until
-from e2e.conftest import Images, Namespaces
-from e2e.workloads import APP_NAME, CACHE_NAME, CALL_SCRIPT, UPSTREAM_NAME, app, llmcache, release_values, upstream_objects
-
-RELEASE = "llmcache-e2e"
-CRD = "llmcaches.llmcache.dev"
 CHILD_KINDS = "statefulsets,deployments,services,configmaps,secrets,pods"
 CACHE_SELECTOR = f"llmcache.dev/cache={CACHE_NAME}"
-SLOW = 600  # image pulls (Redis) on a fresh cluster
-
-
-@dataclass(frozen=True)
-class Release:
-    helm: helm_python.Config
-    objects: list[dict[str, Any]]  # what the chart created
-
-    def one(self, kind: str) -> dict[str, Any]:
-        (found,) = [o for o in self.objects if o["kind"] == kind]
-        return found
-
-
-@pytest.fixture()
-def release(kubectl: Kubectl, images: Images, namespaces: Namespaces) -> Iterator[Release]:
-    """The chart installed as the user would; uninstalled again whatever happens to the test."""
-    crd_owner = None
-    if kubectl.exists("crd", CRD):  # kept by an earlier release (helm.sh/resource-policy: keep)
-        crd_owner = kubectl.json("get", "crd", CRD)["metadata"].get("annotations", {}).get("meta.helm.sh/release-name")
-    values = release_values(images.operator, images.sidecar, install_crd=crd_owner in (None, RELEASE))
-    with helm_python.Config(kubeconfig_path=kubectl.kubeconfig, namespace=namespaces.system) as helm:
-        installed = helm.install(CHART_DIR, RELEASE, values, namespace=namespaces.system, create_namespace=True, wait="watcher", timeout=SLOW)
-        try:
-            yield Release(helm, [doc for doc in yaml.safe_load_all(installed["manifest"]) if doc])
-        finally:
-            _delete_caches(kubectl, namespaces.apps)
-            helm.uninstall(RELEASE, ignore_not_found=True, wait="watcher", timeout=300)
-
-
-def _delete_caches(kubectl: Kubectl, namespace: str) -> None:
-    kubectl("delete", "llmcaches.llmcache.dev", "--all", "-n", namespace, "--ignore-not-found", "--timeout=120s", check=False, timeout=180)
 
 
 def call_through_sidecar(kubectl: Kubectl, namespace: str, pod: str) -> dict[str, str]:

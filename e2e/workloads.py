@@ -72,12 +72,14 @@ def upstream_objects(namespace: str, image: str) -> list[dict[str, Any]]:
     return _in(namespace, [configmap, *_with_image(example("demo-upstream.yaml"), image)])
 
 
-def llmcache(namespace: str, revision: str, managed_milvus: bool) -> dict[str, Any]:
-    """The quick start's LLMCache at ``revision``; with ``managed_milvus`` the operator runs Milvus."""
+def llmcache(namespace: str, revision: str, managed_milvus: bool, milvus_storage: str | None = None) -> dict[str, Any]:
+    """The quick start's LLMCache at ``revision``; with ``managed_milvus`` the operator runs Milvus,
+    on a claim of ``milvus_storage`` if given (else an emptyDir)."""
     (cache,) = _in(namespace, example("llmcache-demo.yaml"))
     cache["spec"]["model"]["revision"] = revision
     if managed_milvus:
-        cache["spec"]["milvus"] = {"mode": "managed", "persistence": False}
+        persistence = {"persistence": True, "storage": milvus_storage} if milvus_storage else {"persistence": False}
+        cache["spec"]["milvus"] = {"mode": "managed", **persistence}
     return cache
 
 

@@ -18,7 +18,8 @@ DEFAULT_SIDECAR_IMAGE = "ghcr.io/llmcache/llmcache-sidecar:0.1.0"
 #: The sidecar image's ``gpu`` target (onnxruntime-gpu), for caches with ``embedding.device: cuda``.
 DEFAULT_SIDECAR_GPU_IMAGE = "ghcr.io/llmcache/llmcache-sidecar:0.1.0-gpu"
 DEFAULT_REDIS_IMAGE = "redis:7.2.5-alpine"
-DEFAULT_MILVUS_IMAGE = "milvusdb/milvus:v2.4.15"
+#: Milvus 3.x: the first line whose image runs as a non-root user (uid 999); see docs/security.md.
+DEFAULT_MILVUS_IMAGE = "milvusdb/milvus:v3.0.1"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.6.3"
 DEFAULT_STATS_INTERVAL_SECONDS = 60.0
 #: A new model revision not Ready by then fails its rollout (the old one keeps serving).

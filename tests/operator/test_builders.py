@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -14,7 +15,7 @@ from llmcache_operator.context import CacheContext
 from llmcache_operator.credentials import generated_secrets, secret_manifest
 from llmcache_operator.milvus import milvus_service, milvus_statefulset
 from llmcache_operator.redis import redis_service, redis_statefulset
-from llmcache_operator.settings import OperatorConfig
+from llmcache_operator.settings import DEFAULT_MILVUS_IMAGE, OperatorConfig
 from llmcache_operator.sidecar_config import CONFIG_KEY, sidecar_configmap
 from llmcache_operator.spec import SpecError
 from llmcache_operator.vllm import vllm_deployment, vllm_service
@@ -144,12 +145,23 @@ def test_milvus_standalone_with_embedded_etcd_and_local_storage() -> None:
     milvus = container(statefulset)
     env = {item["name"]: item["value"] for item in milvus["env"]}
     assert env["ETCD_USE_EMBED"] == "true" and env["COMMON_STORAGETYPE"] == "local"
+    assert env["DEPLOY_MODE"] == "STANDALONE", "Milvus panics on embedded etcd without it"
+    assert (env["MQ_TYPE"], env["WOODPECKER_STORAGE_TYPE"]) == ("woodpecker", "local"), "no MinIO, no Pulsar"
+    assert milvus["image"] == DEFAULT_MILVUS_IMAGE
     assert milvus["command"] == ["milvus", "run", "standalone"]
     assert milvus["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 9091, "protocol": "TCP"} in milvus["ports"]
     assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "50Gi"
     service = milvus_service(ctx)
     assert {port["port"] for port in service["spec"]["ports"]} == {19530, 9091}
+
+
+def test_the_chart_pins_the_same_milvus_image_as_the_operator() -> None:
+    """Two pins of one image (the operator's default, the chart's value): they must not drift apart,
+    since the pod's uid 999 holds only for the Milvus 3.x images (docs/security.md)."""
+    values = yaml.safe_load((Path(__file__).resolve().parents[2] / "charts/llmcache/values.yaml").read_text())
+    assert values["defaults"]["milvus"]["image"] == DEFAULT_MILVUS_IMAGE
+    assert OperatorConfig.from_env({}).milvus_image == DEFAULT_MILVUS_IMAGE
 
 
 def test_vllm_deployment_args_gpus_and_volumes() -> None:

@@ -1,6 +1,7 @@
 """The operator's security promises, on the manifests it builds and the pods the webhook injects:
 secrets only in Secrets, a password on managed Redis, NetworkPolicies around managed Redis and
-Milvus, and locked-down containers (documented exceptions: images that must run as root)."""
+Milvus, and locked-down containers: every one non-root with a read-only root filesystem, no
+exception."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from llmcache_operator import names
+from llmcache_operator.milvus import DATA_PATH as MILVUS_DATA
+from llmcache_operator.milvus import MILVUS_UID
+from llmcache_operator.milvus import SCRATCH_PATH as MILVUS_SCRATCH
 from llmcache_operator.networkpolicy import BACKEND_PORTS, OPERATOR_POD_LABELS
 from llmcache_operator.redis import redis_args
 from llmcache_operator.sidecar_config import CONFIG_KEY
@@ -22,12 +26,10 @@ from tests.chart import helmchart
 from tests.operator.test_builders import K8S_VERSIONS, SPECS, all_manifests, context
 
 SECRET_VALUE = "s3cret"  # what all_manifests puts into the generated Secrets
-#: Containers whose images must run as root, and so cannot promise runAsNonRoot / a read-only
-#: root filesystem (docs/security.md has the evidence): Milvus standalone.
-ROOT_IMAGES = {"milvus"}
 #: What each container may write to (volumes); everything else is the read-only root filesystem.
 WRITABLE = {
     "redis": {"/data"},
+    "milvus": {MILVUS_DATA, MILVUS_SCRATCH},
     "vllm": {VLLM_SCRATCH, VLLM_WEIGHTS, "/dev/shm"},
     "llmcache-sidecar": {"/tmp"},
     "operator": {"/tmp"},
@@ -123,16 +125,14 @@ def _containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def assert_locked_down(pod_spec: dict[str, Any], container: dict[str, Any]) -> None:
-    """No privilege, no capability, default seccomp; unless a documented root image: a non-root
-    uid, a read-only root filesystem, and writes only to its volumes."""
+    """No privilege, no capability, default seccomp, a non-root uid, a read-only root filesystem,
+    and writes only to its volumes."""
     pod_context = pod_spec.get("securityContext") or {}
     context = {**pod_context, **container["securityContext"]}
     name = container["name"]
     assert context["allowPrivilegeEscalation"] is False, name
     assert context["capabilities"] == {"drop": ["ALL"]}, name
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
-    if name in ROOT_IMAGES:
-        return
     assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True, name
     assert context.get("runAsUser", 0) > 0 and context.get("runAsGroup", 0) > 0, name
     mounts = container.get("volumeMounts", [])
@@ -194,3 +194,26 @@ def test_vllm_writes_every_cache_into_its_volumes() -> None:
     for name in (*SCRATCH_ENV.keys() - {"USER", "VLLM_NO_USAGE_STATS"}, "HF_HOME"):
         assert any(env[name] == path or env[name].startswith(path + "/") for path in WRITABLE["vllm"]), name
     assert {"HOME", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "VLLM_CACHE_ROOT"} <= env.keys()
+
+
+@pytest.mark.parametrize("persistence", [True, False])
+def test_milvus_runs_as_the_images_own_user_with_only_its_data_and_tmp_writable(persistence: bool) -> None:
+    """Milvus 3.x images run as ``milvus`` (uid/gid 999) and own /milvus as that user: the pod must
+    use that uid (another non-root uid cannot run them), and its data volume must be writable by it."""
+    spec = {**SPECS["defaults"], "milvus": {"persistence": persistence}}
+    statefulset = by_kind(all_manifests(spec), "StatefulSet")["demo-milvus"]
+    pod_spec = statefulset["spec"]["template"]["spec"]
+    assert pod_spec["securityContext"] == {"runAsUser": MILVUS_UID, "runAsGroup": MILVUS_UID, "fsGroup": MILVUS_UID,
+                                           "fsGroupChangePolicy": "OnRootMismatch"}
+    assert MILVUS_UID == 999
+    (milvus,) = pod_spec["containers"]
+    assert "initContainers" not in pod_spec, "Milvus only reads /milvus/configs: nothing to copy"
+    mounts = {m["mountPath"]: m["name"] for m in milvus["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    assert volumes[mounts[MILVUS_SCRATCH]] == {"name": mounts[MILVUS_SCRATCH], "emptyDir": {}}
+    claims = {c["metadata"]["name"] for c in statefulset["spec"].get("volumeClaimTemplates", [])}
+    assert (mounts[MILVUS_DATA] in claims) is persistence
+    assert (mounts[MILVUS_DATA] in volumes) is not persistence
+    env = {item["name"]: item["value"] for item in milvus["env"]}
+    for path_setting in ("ETCD_DATA_DIR", "LOCALSTORAGE_PATH", "WOODPECKER_STORAGE_ROOTPATH"):
+        assert env[path_setting].startswith(MILVUS_DATA + "/"), path_setting
