@@ -47,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
                    help="where Milvus Lite runs: inside the sidecar's process, from a file path URI (default), or as "
                         "a server process of its own on a loopback port (http://127.0.0.1:PORT, on CPU 0 with redis), "
                         "as the operator runs Milvus in a cluster; its RSS is then reported apart from the sidecar's")
+    p.add_argument("--speculative", choices=("off", "on", "both"), default="off",
+                   help="the sidecar's speculative_upstream (upstream call started during the semantic lookup); both: "
+                        "a second sidecar with it on follows the first and repeats the single-client semantic hits "
+                        "and the miss comparisons, in the same run (default off)")
     p.add_argument("--upstream-delay", type=float, default=0.3, help="seconds the test upstream takes before answering (default 0.3)")
     p.add_argument("--token-interval", type=float, default=0.01, help="seconds between streamed tokens (default 0.01: 100 tokens/s)")
     p.add_argument("--gptcache", action=argparse.BooleanOptionalAction, default=True, help="run the GPTCache comparison (default on)")

@@ -16,8 +16,10 @@ else on CPU 0):
 Phases: the mixed workload (Zipf-like popularity over stored questions, paraphrases and unseen
 questions, classified by the ``X-LLMCache`` header), then one kind at a time (exact hits against
 the forwarder, semantic hits, misses against the upstream called directly, JSON and streamed),
-measuring the sidecar's CPU time per phase and its peak RSS.  The entries curve
-(:mod:`bench.curve`) runs last, one process per size.
+measuring the sidecar's CPU time per phase and its peak RSS.  With ``--speculative both`` a
+second sidecar (``speculative_upstream`` on, same Redis and Milvus) follows the first and repeats
+the single-client semantic hits and the miss comparisons (phases named ``..., speculative``).
+The entries curve (:mod:`bench.curve`) runs last, one process per size.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,19 @@ class Servers:
     upstream_url: str
     sidecar_pid: int
     forwarder_pid: int
+
+
+def servers_at(ports: dict[str, int], sidecar_pid: int, forwarder_pid: int) -> Servers:
+    return Servers(f"http://127.0.0.1:{ports['api']}/v1/chat/completions", f"http://127.0.0.1:{ports['metrics']}",
+                   f"http://127.0.0.1:{ports['forwarder']}/v1/chat/completions",
+                   f"http://127.0.0.1:{ports['upstream']}/v1/chat/completions", sidecar_pid, forwarder_pid)
+
+
+def metric_total(metrics_url: str, name: str) -> float:
+    """The sum of the samples of ``name`` on the sidecar's /metrics."""
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=30) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.split("{")[0].split(" ")[0] == name)
 
 
 def _post_json(url: str, payload: dict[str, Any]) -> Any:
@@ -120,10 +136,14 @@ def semantic_targets(phase: Phase, bodies: list[bytes], corpus: Corpus) -> dict[
 
 
 async def load_phases(servers: Servers, work: Workload, corpus: Corpus, args: argparse.Namespace,
-                      targets: dict[str, dict[str, int]]) -> list[tuple[str, Phase]]:
-    """Every load phase, as (what it measures, result); where semantic hits pointed into ``targets``."""
+                      targets: dict[str, dict[str, int]], *, speculative_pass: bool = False) -> list[tuple[str, Phase]]:
+    """Every load phase, as (what it measures, result); where semantic hits pointed into ``targets``.
+
+    ``speculative_pass``: the second sidecar of ``--speculative both``; only the single-client
+    semantic hits and the miss comparisons, in which the miss and direct questions swap roles
+    (the first pass's direct questions never reached a cache, its misses never need one)."""
     pid, duration = servers.sidecar_pid, args.duration
-    sidecar, forwarder, upstream = servers.sidecar_url, servers.forwarder_url, servers.upstream_url
+    sidecar, forwarder = servers.sidecar_url, servers.forwarder_url
     out: list[tuple[str, Phase]] = []
 
     async def phase(what: str, name: str, url: str, bodies: list[bytes], concurrency: int, server: int | None) -> None:
@@ -135,6 +155,12 @@ async def load_phases(servers: Servers, work: Workload, corpus: Corpus, args: ar
         print(f"  {name:<28} c={concurrency:<3} {len(result.samples):>6} ok {result.errors:>3} errors "
               f"{len(result.samples) / result.wall_seconds:8.1f} req/s  {result.results()}", file=sys.stderr)
 
+    half = len(work.semantic) // 4
+    if speculative_pass:
+        await phase("sidecar", "semantic hit, speculative", sidecar, work.semantic[:half], 1, pid)
+        await miss_phases(phase, servers, args, (work.direct, work.miss, work.direct_stream, work.miss_stream),
+                          ", speculative")
+        return out
     await phase("sidecar", "mixed", sidecar, work.mixed, args.mixed_concurrency, pid)
     warm = work.exact[: args.warmup]
     await run_phase("warm-up", sidecar, warm, concurrency=4, duration=duration)
@@ -142,14 +168,22 @@ async def load_phases(servers: Servers, work: Workload, corpus: Corpus, args: ar
     for concurrency in (1, args.concurrency):
         await phase("sidecar", "exact hit", sidecar, work.exact, concurrency, pid)
         await phase("forwarder", "bare forwarder", forwarder, work.exact, concurrency, servers.forwarder_pid)
-    half = len(work.semantic) // 4
     await phase("sidecar", "semantic hit", sidecar, work.semantic[:half], 1, pid)
     await phase("sidecar", "semantic hit", sidecar, work.semantic[half:], args.semantic_concurrency, pid)
-    await phase("sidecar", "miss", sidecar, work.miss, args.miss_concurrency, pid)
-    await phase("upstream", "upstream direct", upstream, work.direct, args.miss_concurrency, None)
-    await phase("sidecar", "miss, streamed", sidecar, work.miss_stream, args.miss_concurrency, pid)
-    await phase("upstream", "upstream direct, streamed", upstream, work.direct_stream, args.miss_concurrency, None)
+    await miss_phases(phase, servers, args, (work.miss, work.direct, work.miss_stream, work.direct_stream), "")
     return out
+
+
+async def miss_phases(phase: Callable[..., Awaitable[None]], servers: Servers, args: argparse.Namespace,
+                      bodies: tuple[list[bytes], list[bytes], list[bytes], list[bytes]], suffix: str) -> None:
+    """Misses against the same kind of request sent straight to the upstream, JSON then streamed;
+    ``bodies``: (miss, direct, streamed miss, streamed direct)."""
+    miss, direct, miss_stream, direct_stream = bodies
+    sidecar, upstream, pid, clients = servers.sidecar_url, servers.upstream_url, servers.sidecar_pid, args.miss_concurrency
+    await phase("sidecar", "miss" + suffix, sidecar, miss, clients, pid)
+    await phase("upstream", "upstream direct" + suffix, upstream, direct, clients, None)
+    await phase("sidecar", "miss, streamed" + suffix, sidecar, miss_stream, clients, pid)
+    await phase("upstream", "upstream direct, streamed" + suffix, upstream, direct_stream, clients, None)
 
 
 def run_gptcache(args: argparse.Namespace, questions: list[str], cpu: int | None, work_dir: Path) -> dict[str, Any]:
@@ -205,7 +239,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raw["prefill"] = prefill(corpus.stored, vectors, cache_name=CACHE_NAME, redis_url=settings["redis_url"],
                                      milvus_uri=milvus_uri, ttl_seconds=TTL_SECONDS)
             print(f"  prefilled {len(corpus.stored)} entries: {raw['prefill']}", file=sys.stderr)
-            with running(pinned(sidecar_command(), server_cpu), ports["api"], env=sidecar_env(settings),
+            speculative = {"speculative_upstream": "true" if args.speculative == "on" else "false"}
+            with running(pinned(sidecar_command(), server_cpu), ports["api"], env=sidecar_env(settings | speculative),
                          log=work_dir / "sidecar.log") as sidecar:
                 metrics_url = f"http://127.0.0.1:{ports['metrics']}"
                 raw["sidecar_load_seconds"] = round(wait_loaded(metrics_url, len(corpus.stored), args.load_timeout), 1)
@@ -216,9 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"RSS {raw['sidecar_rss_loaded_bytes'] / 2**20:.0f} MiB"
                       + (f" (Milvus server {raw['milvus']['rss_loaded_bytes'] / 2**20:.0f} MiB)" if milvus_server else ""),
                       file=sys.stderr)
-                servers = Servers(f"http://127.0.0.1:{ports['api']}/v1/chat/completions", metrics_url,
-                                  f"http://127.0.0.1:{ports['forwarder']}/v1/chat/completions",
-                                  f"{upstream_url}/v1/chat/completions", sidecar.pid, fwd.pid)
+                servers = servers_at(ports, sidecar.pid, fwd.pid)
                 raw["semantic_targets"] = {}
                 raw["phases"] = asyncio.run(load_phases(servers, work, corpus, args, raw["semantic_targets"]))
                 raw["sidecar_peak_rss_bytes"] = peak_rss_bytes(sidecar.pid)
@@ -227,6 +260,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if milvus_server is not None:
                     raw["milvus"] |= {"peak_rss_bytes": peak_rss_bytes(milvus_server.pid),
                                       "rss_end_bytes": rss_bytes(milvus_server.pid)}
+            if args.speculative == "both":
+                with running(pinned(sidecar_command(), server_cpu), ports["api"],
+                             env=sidecar_env(settings | {"speculative_upstream": "true"}),
+                             log=work_dir / "sidecar-speculative.log") as sidecar:
+                    servers = servers_at(ports, sidecar.pid, fwd.pid)
+                    loaded = wait_loaded(servers.metrics_url, len(corpus.stored), args.load_timeout)
+                    print(f"  second sidecar (speculative_upstream on) loaded the index in {loaded:.1f} s", file=sys.stderr)
+                    raw["phases"] += asyncio.run(load_phases(servers, work, corpus, args, raw["semantic_targets"],
+                                                             speculative_pass=True))
+                    raw["speculative"] = {"load_seconds": round(loaded, 1),
+                                          "aborted": metric_total(servers.metrics_url, "llmcache_speculative_aborted_total")}
         backends.close()  # the Milvus server stops before GPTCache runs, as the sidecar did
         if args.gptcache:
             semantic_questions = [json.loads(body)["messages"][-1]["content"] for body in work.semantic]

@@ -72,7 +72,7 @@ def comparisons(phases: list[dict[str, Any]], gptcache: dict[str, Any] | None, h
             "ours_concurrency": semantic_high, "gptcache_p50_ms": round(gptcache["p50_ms"], 3),
             "gptcache_p99_ms": round(gptcache["p99_ms"], 3), "gptcache_per_s": round(gptcache["throughput"], 1),
             "throughput_ratio": round(ours / gptcache["throughput"], 2) if gptcache["throughput"] else None}
-    for suffix in ("", ", streamed"):
+    for suffix in ("", ", streamed", ", speculative", ", streamed, speculative"):
         miss, direct = _find(phases, "miss" + suffix), _find(phases, "upstream direct" + suffix)
         if miss and direct:
             out["miss_vs_direct" + suffix.replace(", ", "_")] = {
@@ -112,7 +112,7 @@ def build_report(raw: dict[str, Any], args: dict[str, Any], context: dict[str, A
             "sidecar": {"load_seconds": raw.get("sidecar_load_seconds"), "rss_loaded_bytes": raw.get("sidecar_rss_loaded_bytes"),
                         "peak_rss_bytes": raw.get("sidecar_peak_rss_bytes"), "rss_end_bytes": raw.get("sidecar_rss_end_bytes"),
                         "stats": raw.get("sidecar_stats")},
-            "milvus": raw.get("milvus"),
+            "milvus": raw.get("milvus"), "speculative": raw.get("speculative"),
             "phases": phases, "kinds": kinds, "semantic_targets": raw.get("semantic_targets"), "gptcache": raw.get("gptcache"),
             "comparisons": comparisons(phases, raw.get("gptcache"), args["concurrency"], args["semantic_concurrency"]),
             "curve": raw.get("curve", [])}
@@ -152,6 +152,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines[-1] += (f"; server RSS {milvus['rss_loaded_bytes'] / MIB:.0f} MiB after loading, peak "
                       f"{milvus['peak_rss_bytes'] / MIB:.0f} MiB, {milvus['rss_end_bytes'] / MIB:.0f} MiB at the end; "
                       f"sidecar + server after loading {total / MIB:.0f} MiB")
+    if report.get("speculative"):
+        lines += ["", "second sidecar, speculative_upstream on (phases '..., speculative'): " + _json_lines(report["speculative"])]
     lines += ["", "semantic hits pointed to: " + _json_lines(report.get("semantic_targets"))]
     lines += ["", "comparisons: " + _json_lines(report["comparisons"])]
     if report.get("gptcache"):

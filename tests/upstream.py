@@ -26,8 +26,9 @@ same names for an upstream running in another process):
   the others are answered as if no fault were set (``fault_seed`` makes the draw repeatable)
 
 It counts calls per path (``calls``) and records every request (``requests``: path, headers,
-parsed body, and ``faults``: the fault controls that acted on it), so tests can check what the
-sidecar forwarded and tell an error the upstream caused from one the sidecar caused.
+parsed body, ``faults``: the fault controls that acted on it, and ``client_gone``: whether the
+client has closed the connection), so tests can check what the sidecar forwarded, tell an error
+the upstream caused from one the sidecar caused, and see a request the sidecar aborted.
 
 Run it alone: ``python -m tests.upstream --port 8000``.
 """
@@ -205,6 +206,13 @@ class RecordedRequest:
     faults: list[str] = field(default_factory=list)
     #: whether the fault controls apply to this request at all (see ``fault_rate``)
     faultable: bool = True
+    #: the server side of the request's connection
+    protocol: Any = field(default=None, repr=False)
+
+    @property
+    def client_gone(self) -> bool:
+        """The client closed the request's connection (as vLLM sees a client abort)."""
+        return self.protocol is not None and self.protocol.transport is None
 
 
 @dataclass
@@ -323,7 +331,7 @@ class TestUpstream:
         self.calls[request.path] += 1
         faultable = self.fault_rate >= 1.0 or self._draw.random() < self.fault_rate
         recorded = RecordedRequest(request.method, request.path, CIMultiDict(request.headers), body,
-                                   faultable=faultable)
+                                   faultable=faultable, protocol=request.protocol)
         self.requests.append(recorded)
         request[_RECORDED] = recorded
         return body

@@ -32,6 +32,7 @@ def sidecar_settings(ctx: CacheContext, revision: str) -> dict[str, Any]:
         "semantic_enabled": semantic.enabled,
         "ttl_seconds": spec.cache.exact.ttl_seconds,
         "semantic_ttl_seconds": semantic.ttl_seconds,
+        "speculative_upstream": semantic.speculative_upstream,
         "max_temperature": spec.cache.max_temperature,
     }
     if spec.embedding.model != DEFAULT_EMBEDDING_MODEL:

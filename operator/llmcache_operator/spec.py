@@ -208,6 +208,7 @@ class SemanticSpec(_Model):
     threshold: float | None = Field(None, gt=0.0, le=1.0)
     target_precision: float | None = Field(None, gt=0.0, le=1.0)
     ttl_seconds: int = Field(86400, ge=1)
+    speculative_upstream: bool = False
 
     @model_validator(mode="after")
     def _one_goal(self) -> SemanticSpec:

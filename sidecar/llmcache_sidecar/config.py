@@ -60,6 +60,7 @@ class Settings(BaseModel):
     semantic_ttl_seconds: int | None = Field(None, gt=0, description="lifetime of semantic entries; unset means ttl_seconds")
     exact_enabled: bool = Field(True, description="look answers up by exact key (answers are stored either way)")
     semantic_enabled: bool = Field(True, description="run the semantic tier (embedder + Milvus)")
+    speculative_upstream: bool = Field(False, description="after an exact miss, send the request upstream while the semantic tier looks, and abort it on a semantic hit: a miss no longer waits for the embedding, a semantic hit costs the upstream an aborted request (its prefill, or billed input tokens)")
     max_temperature: float = Field(0.8, ge=0.0, le=2.0, description="requests above it bypass the cache")
     model_revision: str = Field("default", min_length=1, max_length=128, description="revision the entries are written under")
     cache_name: str = Field("default", min_length=1, max_length=63, description="namespace of the keys and the collection")

@@ -38,6 +38,9 @@ class Metrics:
                                          registry=r)
         self.backend_errors_total = Counter("llmcache_backend_errors", "Failed cache backend calls", ["backend"],
                                             registry=r)
+        self.speculative_aborted_total = Counter(
+            "llmcache_speculative_aborted", "Upstream calls sent during a semantic lookup (speculative_upstream) "
+            "and aborted because it hit", registry=r)
         # children looked up once: the hot path only increments
         self.result = {result: self.requests_total.labels(result=result) for result in RESULTS}
         self.lookup_exact = self.lookup_seconds.labels(tier="exact")

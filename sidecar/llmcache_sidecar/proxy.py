@@ -7,6 +7,7 @@ without the cache: temperature above the limit, ``n > 1``, or a cache backend in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -78,14 +79,19 @@ async def cacheable(request: web.Request, kind: Kind) -> web.StreamResponse:
         return invalid_request_response(exc)
     if parsed.cache is None:
         return await forward(request, parsed, raw, "bypass", store=False)
-    found = await lookup(app, parsed, parsed.cache)
+    found = await lookup_exact(app, parsed, parsed.cache)
+    if found is None:
+        if app[state.SETTINGS].speculative_upstream:
+            return await speculative(request, parsed, raw, parsed.cache)
+        found = await lookup_semantic(app, parsed, parsed.cache)
     if found.entry is not None:
         return serve_hit(app, parsed, found)
     store = found.exact_ok and not parsed.control.no_store
     return await forward(request, parsed, raw, found.result, store=store)
 
 
-async def lookup(app: web.Application, parsed: ParsedRequest, cache: CacheRequest) -> Lookup:
+async def lookup_exact(app: web.Application, parsed: ParsedRequest, cache: CacheRequest) -> Lookup | None:
+    """The exact tier's outcome, or None when the request goes on to the semantic tier."""
     health = app[state.EXACT_HEALTH]
     if not health.available():
         return Lookup("bypass", exact_ok=False)
@@ -106,9 +112,18 @@ async def lookup(app: web.Application, parsed: ParsedRequest, cache: CacheReques
         entry = usable_entry(value, parsed)
         if entry is not None:
             return Lookup("hit-exact", entry)
-    semantic = app[state.SEMANTIC_TIER]
-    if semantic is None or cache.query is None:
+    if app[state.SEMANTIC_TIER] is None or cache.query is None:
         return Lookup("miss")
+    return None
+
+
+async def lookup_semantic(app: web.Application, parsed: ParsedRequest, cache: CacheRequest) -> Lookup:
+    """The semantic tier's outcome, for a request :func:`lookup_exact` sent on to it."""
+    semantic = app[state.SEMANTIC_TIER]
+    assert semantic is not None
+    metrics = app[state.METRICS]
+    health = app[state.EXACT_HEALTH]
+    tier = app[state.EXACT_TIER]
     semantic_health = app[state.SEMANTIC_HEALTH]
     if not semantic_health.available():
         return Lookup("bypass")
@@ -204,36 +219,105 @@ def salted(body: bytes, salt: str | None) -> bytes:
     return body[:start] + b'"cache_salt":"' + salt.encode() + b'",' + body[start:]
 
 
-async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, result: str, *,
-                  store: bool) -> web.StreamResponse:
+@dataclass(slots=True)
+class Sent:
+    """An upstream call whose answer (status and headers) has arrived."""
+
+    response: aiohttp.ClientResponse
+    #: the request asked for a usage chunk the client did not ask for (hidden from the client)
+    hide_usage: bool
+    #: ``time.perf_counter()`` when the call was started
+    started: float
+
+
+async def send(request: web.Request, parsed: ParsedRequest, raw: bytes, *, store: bool) -> Sent:
+    """Send the request upstream and wait for the head of its answer; raises ``UPSTREAM_ERRORS``.
+
+    The body asks for the usage chunk when the answer will be stored (:func:`with_usage_chunk`)
+    and carries the cache salt; an upstream that refuses either with 400 gets the client's bytes."""
     app = request.app
-    record(app, result)
     session = app[state.UPSTREAM].session
     url = app[state.SETTINGS].upstream_url + request.path_qs
     started = time.perf_counter()
-    headers = {HEADER: result}
     forwarded_headers = request_headers(request.headers, decoded=True)
     forwarded_headers.setdefault("Content-Type", "application/json")
     amended = with_usage_chunk(parsed, raw, store)
     sent = salted(amended or raw, parsed.cache_salt)
+    upstream = await session.post(url, data=sent, headers=forwarded_headers)
+    if sent is not raw and upstream.status == 400:
+        # an upstream that does not know stream_options or cache_salt: the cache must not break the call
+        upstream.release()
+        amended = None
+        upstream = await session.post(url, data=raw, headers=forwarded_headers)
+    return Sent(upstream, hide_usage=amended is not None, started=started)
+
+
+async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, result: str, *,
+                  store: bool) -> web.StreamResponse:
+    record(request.app, result)
     try:
-        upstream = await session.post(url, data=sent, headers=forwarded_headers)
-        if sent is not raw and upstream.status == 400:
-            # an upstream that does not know stream_options or cache_salt: the cache must not break the call
-            upstream.release()
-            amended = None
-            upstream = await session.post(url, data=raw, headers=forwarded_headers)
+        sent = await send(request, parsed, raw, store=store)
     except UPSTREAM_ERRORS as exc:
-        return unreachable_response(exc, headers)
+        return unreachable_response(exc, {HEADER: result})
+    return await relay(request, parsed, sent, result, store=store)
+
+
+async def speculative(request: web.Request, parsed: ParsedRequest, raw: bytes,
+                      cache: CacheRequest) -> web.StreamResponse:
+    """The semantic lookup and the upstream call at once (``speculative_upstream``), so a miss
+    does not wait for the query's embedding before it goes upstream.
+
+    On a semantic hit the call is aborted: its connection is closed (vLLM aborts a request whose
+    client went away), counted in ``llmcache_speculative_aborted_total``.  The upstream has then
+    received a request for nothing: a prefill's worth of GPU on vLLM, the input tokens billed on a
+    paid API.  That is why it is off by default.  Otherwise the answer already on its way is
+    relayed as :func:`forward` relays it.  The call is sent as one to be stored (unless
+    ``no-store``) before the outcome is known; if that outcome is an exact tier failure
+    (``bypass``), :func:`store_answer` skips the tier while it backs off."""
+    app = request.app
+    store = not parsed.control.no_store
+    call = asyncio.create_task(send(request, parsed, raw, store=store), name="llmcache-speculative-upstream")
+    try:
+        found = await lookup_semantic(app, parsed, cache)
+    except BaseException:
+        await abort(call)
+        raise
+    if found.entry is not None:
+        await abort(call)
+        app[state.METRICS].speculative_aborted_total.inc()
+        return serve_hit(app, parsed, found)
+    record(app, found.result)
+    try:
+        sent = await call
+    except UPSTREAM_ERRORS as exc:
+        return unreachable_response(exc, {HEADER: found.result})
+    return await relay(request, parsed, sent, found.result, store=store)
+
+
+async def abort(call: asyncio.Task[Sent]) -> None:
+    """Stop an upstream call and close its connection (never back to the pool half-read), so the
+    upstream sees its client go away; a failure of the call is of no interest any more."""
+    call.cancel()  # a call still waiting for its answer closes its connection as it is cancelled
+    await asyncio.wait([call])
+    if not call.cancelled() and call.exception() is None:
+        call.result().response.close()
+
+
+async def relay(request: web.Request, parsed: ParsedRequest, sent: Sent, result: str, *,
+                store: bool) -> web.StreamResponse:
+    """Pass the upstream's answer on (a stream as it arrives, else whole) and store it if it is
+    a complete answer and ``store``."""
+    app = request.app
+    upstream = sent.response
     try:
         if upstream.status == 200 and upstream.content_type == "text/event-stream":
             return await relay_stream(request, parsed, upstream, result, store=store,
-                                      hide_usage=amended is not None, started=started)
+                                      hide_usage=sent.hide_usage, started=sent.started)
         try:
             body = await upstream.read()
         except UPSTREAM_ERRORS as exc:
-            return unreachable_response(exc, headers)
-        app[state.METRICS].upstream_seconds.observe(time.perf_counter() - started)
+            return unreachable_response(exc, {HEADER: result})
+        app[state.METRICS].upstream_seconds.observe(time.perf_counter() - sent.started)
         if store and upstream.status == 200:
             answer = complete_answer(body, parsed.kind)
             if answer is not None:

@@ -42,7 +42,8 @@ def run_bench(out: Path, *options: str) -> tuple[dict, str]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return run_bench(tmp_path_factory.mktemp("bench"), "--curve", "300", "--curve-queries", "10")[0]
+    return run_bench(tmp_path_factory.mktemp("bench"), "--curve", "300", "--curve-queries", "10",
+                     "--speculative", "both")[0]
 
 
 def test_every_phase_ran_without_errors(report: dict) -> None:
@@ -92,6 +93,21 @@ def test_report_holds_resources_comparisons_and_curve(report: dict) -> None:
     assert point["rss_bytes"] > point["rss_baseline_bytes"] > 0
     assert set(report["context"]["versions"]) >= {"python", "aiohttp", "onnxruntime", "hnswlib"}
     assert report["milvus"]["mode"] == "embedded" and "://" not in report["milvus"]["uri"]
+
+
+def test_speculative_pass_repeats_semantic_hits_and_the_miss_comparisons(report: dict) -> None:
+    """``--speculative both``: a second sidecar with speculative_upstream on, in the same run."""
+    names = {(p["name"], p["target"]) for p in report["phases"]}
+    assert {("semantic hit, speculative", "sidecar"), ("miss, speculative", "sidecar"),
+            ("miss, streamed, speculative", "sidecar"), ("upstream direct, speculative", "upstream"),
+            ("upstream direct, streamed, speculative", "upstream")} <= names
+    hits = next(p for p in report["phases"] if p["name"] == "semantic hit, speculative")
+    assert set(hits["results"]) == {"hit-semantic"}
+    # every semantic hit of the second sidecar aborted its upstream call (misses' near hits too)
+    assert report["speculative"]["aborted"] >= hits["results"]["hit-semantic"]
+    comparisons = report["comparisons"]
+    assert comparisons["miss_vs_direct_speculative"]["added_p50_ms"] is not None
+    assert comparisons["miss_vs_direct_streamed_speculative"]["added_first_byte_p50_ms"] is not None
 
 
 def test_milvus_as_a_server_process_is_measured_apart(tmp_path: Path) -> None:
