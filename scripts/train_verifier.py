@@ -22,7 +22,7 @@ nearest ``CANDIDATES`` origins by cosine, the best by the verifier served), and 
 goes through the exported JSON and the sidecar's numpy inference.
 
     OMP_NUM_THREADS=1 python scripts/train_verifier.py [--model DIR] [--calibrate fold0]
-        [--kinds trees,linear] [--ship trees] [--out FILE] [--json RESULTS]
+        [--kinds trees,linear] [--ship trees] [--features lexical|base] [--out FILE] [--json RESULTS]
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ from qqp_folds import DEV_PAIRS, MOCK_PAIRS, REPO, load_rows, question_folds, re
 from llmcache_sidecar.calibration import embed_texts  # noqa: E402
 from llmcache_sidecar.default_model import model_files, sha256_of  # noqa: E402
 from llmcache_sidecar.embedder import OnnxEmbedder  # noqa: E402
-from llmcache_sidecar.verifier import Verifier, verifier_from_dict  # noqa: E402
+from llmcache_sidecar.verifier import ALL_PAIR_FEATURES, Verifier, WordWeights, verifier_from_dict  # noqa: E402
 from llmcache_sidecar.verifier_training import (  # noqa: E402
-    Pair, features_of, make_model, precision_table, rule_pairs, texts_of, verifier_document)
+    Pair, cross_fitted_features, features_of, make_model, precision_table, rule_pairs, texts_of, verifier_document)
 
 CACHE_DIR = Path("/tmp/llmcache-issue9")
 TARGET = 0.85
@@ -85,15 +85,21 @@ def questions_of(pairs: list[Pair]) -> list[str]:
     return sorted({t for t in texts_of(pairs)})
 
 
-def train(kind: str, real: list[Pair], made: list[Pair], vectors: Vectors):
-    x, y = features_of(real + made, vectors.known)
-    return make_model(kind).fit(x, y)
+def train(kind: str, groups: list[tuple[list[Pair], list[Pair]]], vectors: Vectors, lexical: bool):
+    """The model fitted on ``groups`` (labelled, rule-made pairs of one fold each) and its word
+    weights (None: the first pair features only)."""
+    if lexical:
+        x, y, weights = cross_fitted_features(groups, vectors.known)
+        return make_model(kind, len(ALL_PAIR_FEATURES)).fit(x, y), weights
+    x, y = features_of([p for labelled, made in groups for p in (*labelled, *made)], vectors.known)
+    return make_model(kind).fit(x, y), None
 
 
-def as_verifier(kind: str, fitted, vectors: Vectors, cuts=None, cosine_cuts=None, provenance=None) -> dict:
+def as_verifier(kind: str, fitted, vectors: Vectors, weights: WordWeights | None, cuts=None, cosine_cuts=None,
+                provenance=None) -> dict:
     filler = [[TARGET, 0.5, 0.0]]
     return verifier_document(kind, fitted, vectors.dim, cuts or filler, cosine_cuts or filler, vectors.sha256,
-                             provenance or {})
+                             provenance or {}, weights)
 
 
 def scores_of(verifier: Verifier | None, pairs: list[Pair], vectors: Vectors) -> np.ndarray:
@@ -182,6 +188,9 @@ def main() -> None:
     parser.add_argument("--kinds", default="trees,linear")
     parser.add_argument("--ship", default="trees", help="the kind written to --out")
     parser.add_argument("--per-kind", type=int, default=1500, help="rule-made pairs per kind and training set")
+    parser.add_argument("--features", choices=["lexical", "base"], default="base",
+                        help="pair features: the first 11 with |u-v|, u*v (default, the shipped file), or with the "
+                             "lexical and word-weight ones (trees over the pair features only)")
     parser.add_argument("--out", type=Path, default=SHIPPED, help="where the shipped verifier file is written")
     parser.add_argument("--no-out", action="store_true", help="measure only")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
@@ -190,6 +199,7 @@ def main() -> None:
 
     rows = load_rows()
     folds = question_folds(rows)
+    lexical = args.features == "lexical"
     vectors = Vectors(args.model)
     everything = fold_pairs(rows, folds, set(range(5)))
     held_out_folds = [0] if args.calibrate == "fold0" else [0, 1, 2, 3, 4]
@@ -204,7 +214,7 @@ def main() -> None:
     y_held = np.array([p.duplicate for p in held])
     held_fold = folds[np.isin(folds, held_out_folds)]
     results: dict = {"model": vectors.files.name, "model_sha256": vectors.sha256, "calibrate": args.calibrate,
-                     "held_out_pairs": len(held), "rule_pairs_per_fold": {k: len(m) for k, m in made_for.items()},
+                     "features": args.features, "held_out_pairs": len(held), "rule_pairs_per_fold": {k: len(m) for k, m in made_for.items()},
                      "methods": {}}
     cosine_scores = scores_of(None, held, vectors)
     cosine_cuts = precision_table(cosine_scores, y_held)
@@ -227,9 +237,9 @@ def main() -> None:
         scores = np.empty(len(held))
         for k in held_out_folds:
             train_folds = set(range(5)) - {k}
-            fitted = train(kind, fold_pairs(rows, folds, train_folds),
-                           [p for f in train_folds for p in made_for[f]], vectors)
-            fold_verifiers[k] = verifier_from_dict(as_verifier(kind, fitted, vectors))
+            fitted, weights = train(kind, [(fold_pairs(rows, folds, {f}), made_for[f]) for f in sorted(train_folds)],
+                                    vectors, lexical)
+            fold_verifiers[k] = verifier_from_dict(as_verifier(kind, fitted, vectors, weights))
             scores[held_fold == k] = scores_of(fold_verifiers[k], fold_pairs(rows, folds, {k}), vectors)
         cuts = precision_table(scores, y_held)
         recall, cut = recall_at_precision(scores, y_held, TARGET)
@@ -240,19 +250,25 @@ def main() -> None:
                   "near_misses": {k: near_miss_outcome(fold_verifiers[k], cut, near_sets[k], vectors)
                                   for k in held_out_folds}}
         if args.calibrate == "cv":  # the shipped model: all five folds, cut table from the out-of-fold scores
-            fitted = train(kind, everything, [p for m in made_for.values() for p in m], vectors)
+            fitted, weights = train(kind, [(fold_pairs(rows, folds, {f}), made_for[f]) for f in range(5)], vectors,
+                                    lexical)
         provenance = {
             "command": "python scripts/train_verifier.py " + " ".join(sys.argv[1:]),
             "data": str(DEV_PAIRS.name), "data_sha256": sha256_of(DEV_PAIRS),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
-            "embedding_model": vectors.files.name, "kind": kind,
+            "embedding_model": vectors.files.name, "kind": kind, "pair_features": args.features,
+            **({"word_weights": "IDF over the training questions; each training fold's pairs weighed by the other "
+                                "folds' questions (verifier_training.cross_fitted_features)",
+                "model_choice": "trees (31 leaves, lr 0.05, early stopping) over the pair features only, 5 random states "
+                                "averaged (verifier_training.TreeEnsemble)"}
+               if lexical and kind == "trees" else {}),
             "trained_on": "QQP dev folds 0-4 + rule-made pairs" if args.calibrate == "cv"
             else "QQP dev folds 1-4 + rule-made pairs",
             "calibrated_on": "out-of-fold scores of 5-fold question-split CV" if args.calibrate == "cv"
             else "QQP dev fold 0 (held out from the verifier and the embedding)",
             "held_out_recall_at_precision_0.85": round(recall, 4),
             "held_out_cosine_recall_at_precision_0.85": results["methods"]["cosine"]["recall_at_p85"]}
-        doc = as_verifier(kind, fitted, vectors, cuts, cosine_cuts, provenance)
+        doc = as_verifier(kind, fitted, vectors, weights, cuts, cosine_cuts, provenance)
         shipped = verifier_from_dict(doc)
         best, own = mock_best(shipped, vectors)
         method["gptcache_mock"] = mock_outcome(best, own, shipped.cut_for(TARGET))

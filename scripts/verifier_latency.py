@@ -1,7 +1,7 @@
 """What the match verifier adds to a semantic lookup: the time of the decision, verifier on
 against the plain cosine threshold, measured on the tier's own decision code.
 
-    OMP_NUM_THREADS=1 python scripts/verifier_latency.py [--model DIR] [--rounds 5000]
+    OMP_NUM_THREADS=1 python scripts/verifier_latency.py [--model DIR] [--verifier FILE] [--rounds 5000]
 
 500 QQP dev questions (``a``) are stored in an in-process index (one scope); each round asks one
 ``b``: the index search plus the decision (``MilvusSemanticTier._decide``), timed with and without
@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--rounds", type=int, default=5000)
+    parser.add_argument("--verifier", default=None, help="verifier file (default: the packaged one)")
     args = parser.parse_args()
     rows = load_rows()[:500]
     files = model_files(args.model)
@@ -43,7 +44,8 @@ def main() -> None:
     index = VectorIndex(embedder.dim)
     for i, (row, vector) in enumerate(zip(rows, stored)):
         index.add(IndexEntry(f"k{i}", vector, "r", "", "s", 0.0, 4e9, row["a"]))
-    env = {"LLMCACHE_UPSTREAM_URL": "http://up:8000", **({"LLMCACHE_EMBEDDING_MODEL": args.model} if args.model else {})}
+    env = {"LLMCACHE_UPSTREAM_URL": "http://up:8000", **({"LLMCACHE_EMBEDDING_MODEL": args.model} if args.model else {}),
+           **({"LLMCACHE_VERIFIER_PATH": args.verifier} if args.verifier else {})}
     report = {}
     for verifier in ("off", "on"):
         policy = match_policy(load_settings({**env, "LLMCACHE_VERIFIER": verifier}), sha256_of(files.model))

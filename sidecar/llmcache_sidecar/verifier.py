@@ -9,7 +9,15 @@ from their two embeddings and their texts:
   the first word (the question type) differs;
 - guard signals: the numbers differ, a date (month, weekday, year) differs, a negation is on one
   side only, the capitalised names differ, the same words stand in another order (a reversed
-  relation).
+  relation);
+- in files that name them (:data:`LEXICAL_FEATURES`): length differences, words on each side
+  only, the question words and the first two / last words compared, stem overlap, character
+  3- and 4-gram overlap, the matching share of the two word sequences; and, weighing each word
+  by its inverse document frequency over the training questions (the table is in the file), the
+  weighted overlap and the weight of the words on one side only (the "unmatched important word").
+
+A file lists the features it was trained on; files from before the lexical features keep the
+first layout.
 
 The model is a logistic regression or gradient-boosted trees trained offline
 (``scripts/train_verifier.py``, ``llmcache tune``) and shipped as a JSON file: weights or node
@@ -21,10 +29,13 @@ target precision picks.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import math
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +60,22 @@ WEEKDAYS = frozenset({"monday", "tuesday", "wednesday", "thursday", "friday", "s
 STOP = frozenset({"a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "are", "do", "does", "i",
                   "you", "my", "what", "how", "why", "which", "who", "when", "where", "can", "it", "be", "with"})
 
-#: names of the pair features, in the order of :func:`pair_features` (the embedding features follow)
+QUESTION_WORDS = ("what", "how", "why", "which", "who", "when", "where", "is", "can", "does", "do", "are", "should",
+                  "will", "would", "could", "did", "was", "has", "have")
+SUFFIXES = ("ing", "ed", "es", "s")
+
+#: names of the first pair features, in the order of :func:`pair_features` (the embedding features follow)
 PAIR_FEATURES = ("cosine", "jaccard", "content_jaccard", "only_one_side", "length_ratio", "first_word_differs",
                  "numbers_differ", "dates_differ", "negation_differs", "names_differ", "reordered")
+#: lexical features after them (issue 9, measured in docs/benchmarks.md; not in the packaged file)
+LEXICAL_FEATURES = ("length_difference", "word_count_difference", "only_stored", "only_asked", "question_word_same",
+                    "question_word_stored", "question_word_asked", "first_two_words_same", "stem_jaccard",
+                    "last_word_same", "char3_jaccard", "char4_jaccard", "word_sequence_ratio")
+#: features over word weights (:class:`WordWeights`) after those
+WEIGHTED_FEATURES = ("weighted_jaccard", "weight_only_stored", "weight_only_asked", "heaviest_unmatched",
+                     "unmatched_weight_share", "heaviest_unmatched_content")
+#: the pair features of a file with word weights (``train_verifier.py --features lexical``)
+ALL_PAIR_FEATURES = PAIR_FEATURES + LEXICAL_FEATURES + WEIGHTED_FEATURES
 
 
 class VerifierError(RuntimeError):
@@ -72,8 +96,75 @@ def _dates(words: list[str]) -> set[str]:
     return {w for w in words if w in MONTHS or w in WEEKDAYS or (len(w) == 4 and w.isdigit() and w[:2] in ("19", "20"))}
 
 
-def pair_features(stored: str, asked: str, cosine: float) -> list[float]:
-    """The cosine, lexical and guard features of one pair (order: :data:`PAIR_FEATURES`)."""
+def _question_word(words: list[str]) -> int:
+    """1 + the index in :data:`QUESTION_WORDS` of the first question word among the first three, else 0."""
+    return next((QUESTION_WORDS.index(w) + 1 for w in words[:3] if w in QUESTION_WORDS), 0)
+
+
+def _stem(word: str) -> str:
+    return next((word[:-len(s)] for s in SUFFIXES if len(word) > len(s) + 2 and word.endswith(s)), word)
+
+
+def _grams(joined: str, k: int) -> set[str]:
+    return {joined[i:i + k] for i in range(max(len(joined) - k + 1, 1))}
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / max(len(a | b), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class WordWeights:
+    """Inverse document frequency of words over a set of questions; a word not in the table
+    (seen in fewer than two questions) weighs ``unseen``."""
+
+    idf: dict[str, float]
+    unseen: float
+
+    @classmethod
+    def of(cls, questions: Sequence[str], min_count: int = 2) -> WordWeights:
+        """``log((n + 1) / (df + 1)) + 1`` over ``n`` questions; words in fewer than
+        ``min_count`` questions are left out of the table (they weigh ``unseen``, as df 1 would)."""
+        counts = Counter(w for q in questions for w in set(_words(q)))
+        n = len(questions)
+        return cls({w: round(math.log((n + 1) / (c + 1)) + 1, 4) for w, c in sorted(counts.items()) if c >= min_count},
+                   round(math.log((n + 1) / min_count) + 1, 4))
+
+    def weight(self, words: Iterable[str]) -> float:
+        """The summed weight; ``fsum`` is exact, so the (hash-seeded) order of a set cannot move
+        a value across a split threshold from one process to the next."""
+        return math.fsum(self.idf.get(w, self.unseen) for w in words)
+
+    def heaviest(self, words: Iterable[str]) -> float:
+        return max((self.idf.get(w, self.unseen) for w in words), default=0.0)
+
+
+def weighted_features(ss: set[str], sa: set[str], weights: WordWeights) -> list[float]:
+    """The features of :data:`WEIGHTED_FEATURES` of two word sets."""
+    only_s, only_a = ss - sa, sa - ss
+    unmatched = only_s | only_a
+    union = weights.weight(ss | sa) or 1.0
+    return [weights.weight(ss & sa) / union, weights.weight(only_s), weights.weight(only_a),
+            weights.heaviest(unmatched), weights.weight(unmatched) / union, weights.heaviest(unmatched - STOP)]
+
+
+def lexical_features(stored: str, asked: str, ws: list[str], wa: list[str]) -> list[float]:
+    """The features of :data:`LEXICAL_FEATURES` (``ws``, ``wa``: the two texts' words)."""
+    ss, sa = set(ws), set(wa)
+    js, ja = " ".join(ws), " ".join(wa)
+    qs, qa = _question_word(ws), _question_word(wa)
+    return [
+        float(abs(len(stored) - len(asked))), float(abs(len(ws) - len(wa))), float(len(ss - sa)), float(len(sa - ss)),
+        float(qs == qa), float(qs), float(qa), float(ws[:2] == wa[:2]),
+        _jaccard({_stem(w) for w in ss}, {_stem(w) for w in sa}), float(ws[-1:] == wa[-1:]),
+        _jaccard(_grams(js, 3), _grams(ja, 3)), _jaccard(_grams(js, 4), _grams(ja, 4)),
+        difflib.SequenceMatcher(None, ws, wa, autojunk=False).ratio(),
+    ]
+
+
+def pair_features(stored: str, asked: str, cosine: float, weights: WordWeights | None = None) -> list[float]:
+    """The cosine, lexical and guard features of one pair: :data:`PAIR_FEATURES`, and with word
+    ``weights`` all of :data:`ALL_PAIR_FEATURES`."""
     ws, wa = _words(stored), _words(asked)
     ss, sa = set(ws), set(wa)
     cs, ca = ss - STOP, sa - STOP
@@ -90,44 +181,72 @@ def pair_features(stored: str, asked: str, cosine: float) -> list[float]:
         float(bool(ss & NEGATIONS) != bool(sa & NEGATIONS)),
         float(bool(ns and na) and ns != na),
         float(ws != wa and sorted(ws) == sorted(wa)),
+        *(lexical_features(stored, asked, ws, wa) + weighted_features(ss, sa, weights) if weights is not None else ()),
     ]
 
 
-def feature_matrix(stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``(n, 11 + 2 * dim)`` float64 features of n pairs: pair features, ``|u - v|``, ``u * v``."""
+def pair_feature_names(weights: WordWeights | None) -> tuple[str, ...]:
+    return ALL_PAIR_FEATURES if weights is not None else PAIR_FEATURES
+
+
+def feature_matrix(stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray,
+                   weights: WordWeights | None = None) -> np.ndarray:
+    """``(n, pair features + 2 * dim)`` float64 features of n pairs: the pair features
+    (:func:`pair_feature_names`), ``|u - v|``, ``u * v``."""
     u = np.atleast_2d(np.asarray(u, dtype=np.float64))
     v = np.atleast_2d(np.asarray(v, dtype=np.float64))
     cosines = (u * v).sum(axis=1)
-    pairs = np.array([pair_features(s, a, float(c)) for s, a, c in zip(stored, asked, cosines)], dtype=np.float64)
-    return np.hstack([pairs.reshape(len(cosines), len(PAIR_FEATURES)), np.abs(u - v), u * v])
+    pairs = np.array([pair_features(s, a, float(c), weights) for s, a, c in zip(stored, asked, cosines)],
+                     dtype=np.float64)
+    return np.hstack([pairs.reshape(len(cosines), len(pair_feature_names(weights))), np.abs(u - v), u * v])
+
+
+def _word_weights(data: dict[str, Any]) -> WordWeights | None:
+    """The file's word weights; files listing only the first pair features have none."""
+    listed = tuple(n for n in data.get("features", ()) if n not in ("|u-v|", "u*v"))
+    if listed in ((), PAIR_FEATURES):
+        return None
+    if listed != ALL_PAIR_FEATURES:
+        raise ValueError(f"unknown pair features {list(listed)}")
+    table = data["word_weights"]
+    return WordWeights({str(w): float(x) for w, x in table["idf"].items()}, float(table["unseen"]))
 
 
 @dataclass(frozen=True, slots=True)
 class Trees:
-    """Gradient-boosted trees as padded node arrays ``(trees, nodes)``: a sample at node ``n`` of
-    tree ``t`` goes left when ``x[feature[t, n]] <= threshold[t, n]``; leaves carry ``value``."""
+    """Gradient-boosted trees as flat node arrays (all trees' nodes one after another): a sample
+    at node ``n`` goes to ``left[n]`` when ``x[feature[n]] <= threshold[n]``, else to
+    ``right[n]``; a leaf's children are itself, so every tree can take ``depth`` steps at once
+    (one gather per array and step over all trees: the ensembles here have hundreds of trees)."""
 
     baseline: float
+    roots: np.ndarray
     feature: np.ndarray
     threshold: np.ndarray
     left: np.ndarray
     right: np.ndarray
-    is_leaf: np.ndarray
     value: np.ndarray
     depth: int
 
+    @classmethod
+    def from_padded(cls, baseline: float, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray,
+                    right: np.ndarray, is_leaf: np.ndarray, value: np.ndarray, depth: int) -> Trees:
+        """From ``(trees, nodes)`` arrays with tree-local child indices (the file's layout)."""
+        trees, width = feature.shape
+        offset = (np.arange(trees) * width)[:, None]
+        own = offset + np.arange(width)[None, :]
+        return cls(baseline=baseline, roots=offset.ravel(), feature=feature.ravel(), threshold=threshold.ravel(),
+                   left=np.where(is_leaf, own, offset + left).ravel(),
+                   right=np.where(is_leaf, own, offset + right).ravel(),
+                   value=value.ravel(), depth=depth)
+
     def raw(self, x: np.ndarray) -> np.ndarray:
-        trees = np.arange(self.feature.shape[0])
-        node = np.zeros((x.shape[0], len(trees)), dtype=np.int64)
+        node = np.broadcast_to(self.roots, (x.shape[0], len(self.roots)))
         rows = np.arange(x.shape[0])[:, None]
         for _ in range(self.depth):
-            leaf = self.is_leaf[trees, node]
-            if leaf.all():
-                break
-            go_left = x[rows, self.feature[trees, node]] <= self.threshold[trees, node]
-            step = np.where(go_left, self.left[trees, node], self.right[trees, node])
-            node = np.where(leaf, node, step)
-        return self.baseline + self.value[trees, node].sum(axis=1)
+            go_left = x[rows, self.feature[node]] <= self.threshold[node]
+            node = np.where(go_left, self.left[node], self.right[node])
+        return self.baseline + self.value[node].sum(axis=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +275,11 @@ class Verifier:
     #: sha256 of the ``model.onnx`` whose vectors it was trained on ("" = not checked)
     embedding_sha256: str
     provenance: dict[str, Any]
+    #: word weights of the lexical features; None: the first pair features only (older files)
+    weights: WordWeights | None = None
 
     def probability(self, stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        raw = self.model.raw(feature_matrix(stored, asked, u, v))
+        raw = self.model.raw(feature_matrix(stored, asked, u, v, self.weights))
         return 1.0 / (1.0 + np.exp(-raw))
 
     def cut_for(self, target_precision: float) -> float:
@@ -198,22 +319,23 @@ def verifier_from_dict(data: dict[str, Any]) -> Verifier:
     if data.get("format") != FORMAT:
         raise ValueError(f"format {data.get('format')!r}")
     dim = int(data["dim"])
+    weights = _word_weights(data)
+    names = pair_feature_names(weights)
     model = data["model"]
     if model["kind"] == "trees":
         parts = {name: np.asarray(model[name]) for name in ("feature", "threshold", "left", "right", "is_leaf", "value")}
-        built: Trees | Linear = Trees(
+        width = int(parts["feature"].max()) + 1 if parts["feature"].size else 0
+        if len({p.shape for p in parts.values()}) != 1 or width > len(names) + 2 * dim:
+            raise ValueError("node arrays of different shapes or features beyond the input")
+        built: Trees | Linear = Trees.from_padded(
             baseline=float(model["baseline"]), feature=parts["feature"].astype(np.int64),
             threshold=parts["threshold"].astype(np.float64), left=parts["left"].astype(np.int64),
             right=parts["right"].astype(np.int64), is_leaf=parts["is_leaf"].astype(bool),
             value=parts["value"].astype(np.float64), depth=int(model["depth"]))
-        width = int(parts["feature"].max()) + 1 if parts["feature"].size else 0
-        shapes = {p.shape for p in parts.values()}
-        if len(shapes) != 1 or width > len(PAIR_FEATURES) + 2 * dim:
-            raise ValueError("node arrays of different shapes or features beyond the input")
     elif model["kind"] == "linear":
         built = Linear(mean=np.asarray(model["mean"], dtype=np.float64), scale=np.asarray(model["scale"], dtype=np.float64),
                        weights=np.asarray(model["weights"], dtype=np.float64), bias=float(model["bias"]))
-        if not built.mean.shape == built.scale.shape == built.weights.shape == (len(PAIR_FEATURES) + 2 * dim,):
+        if not built.mean.shape == built.scale.shape == built.weights.shape == (len(names) + 2 * dim,):
             raise ValueError("weights do not match the feature count")
     else:
         raise ValueError(f"model kind {model['kind']!r}")
@@ -222,7 +344,8 @@ def verifier_from_dict(data: dict[str, Any]) -> Verifier:
     if not cuts or not cosine_cuts:
         raise ValueError("empty precision table")
     return Verifier(model=built, dim=dim, cuts=cuts, cosine_cuts=cosine_cuts,
-                    embedding_sha256=str(data.get("embedding_sha256", "")), provenance=dict(data.get("provenance", {})))
+                    embedding_sha256=str(data.get("embedding_sha256", "")), provenance=dict(data.get("provenance", {})),
+                    weights=weights)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,10 @@ import pytest
 from llmcache_sidecar.config import ConfigError, load_settings
 from llmcache_sidecar.default_model import MODEL_SHA256
 from llmcache_sidecar.verifier import (
+    ALL_PAIR_FEATURES,
     PAIR_FEATURES,
     VerifierError,
+    WordWeights,
     fitting_verifier,
     load_verifier,
     match_policy,
@@ -61,17 +63,36 @@ def _data(n: int = 400, seed: int = 0) -> tuple[list[str], list[str], np.ndarray
     return stored, asked, u, v, y
 
 
+def test_word_weights_mark_the_unmatched_important_word() -> None:
+    topics = ("Python", "Java", "Rust", "Go")
+    questions = [f"How do I learn {topic} fast?" for topic in topics] * 3 + ["Why is tea hot?"]
+    weights = WordWeights.of(questions)
+    assert weights.idf["how"] < weights.idf["python"] < weights.unseen
+    assert "tea" not in weights.idf  # one question only: weighs as unseen
+    rare = pair_features("How do I learn Python fast?", "How do I learn fast?", 0.9, weights)  # "python" dropped
+    common = pair_features("How do I learn Python fast?", "How do I learn Python?", 0.9, weights)  # "fast" dropped
+    assert len(rare) == len(ALL_PAIR_FEATURES) and len(pair_features("a", "b", 0.9)) == len(PAIR_FEATURES)
+    for name in ("heaviest_unmatched", "heaviest_unmatched_content", "unmatched_weight_share"):
+        assert rare[ALL_PAIR_FEATURES.index(name)] > common[ALL_PAIR_FEATURES.index(name)]
+    assert rare[ALL_PAIR_FEATURES.index("heaviest_unmatched")] == weights.idf["python"]
+    assert rare[ALL_PAIR_FEATURES.index("weighted_jaccard")] < common[ALL_PAIR_FEATURES.index("weighted_jaccard")]
+
+
 @pytest.mark.parametrize("kind", ["trees", "linear"])
-def test_numpy_inference_equals_scikit_learn(kind: str) -> None:
+@pytest.mark.parametrize("weighted", [False, True])
+def test_numpy_inference_equals_scikit_learn(kind: str, weighted: bool) -> None:
     pytest.importorskip("sklearn")
     from llmcache_sidecar.verifier import feature_matrix
     from llmcache_sidecar.verifier_training import make_model, verifier_document
 
     stored, asked, u, v, y = _data()
-    x = feature_matrix(stored, asked, u, v)
-    fitted = make_model(kind).fit(x, y)
-    document = json.loads(json.dumps(verifier_document(kind, fitted, DIM, [[0.9, 0.5, 0.5]], [[0.9, 0.8, 0.3]], "", {})))
+    weights = WordWeights.of(stored) if weighted else None
+    x = feature_matrix(stored, asked, u, v, weights)
+    fitted = make_model(kind, len(ALL_PAIR_FEATURES) if weighted else None).fit(x, y)
+    document = json.loads(json.dumps(verifier_document(kind, fitted, DIM, [[0.9, 0.5, 0.5]], [[0.9, 0.8, 0.3]], "", {},
+                                                       weights)))
     verifier = verifier_from_dict(document)
+    assert verifier.weights == weights
     ours = verifier.probability(stored, asked, u, v)
     assert np.allclose(ours, fitted.predict_proba(x)[:, 1], atol=1e-9)
     # the learned model uses the number guard: same cosine, another number -> lower probability
@@ -99,7 +120,8 @@ def test_bad_files_are_refused(tmp_path: Path) -> None:
     for name, content in [("missing.json", None), ("text.json", "not json"),
                           ("format.json", json.dumps(_document(format="other"))),
                           ("shape.json", json.dumps(_document(dim=DIM + 1))),
-                          ("empty.json", json.dumps(_document(cuts=[])))]:
+                          ("empty.json", json.dumps(_document(cuts=[]))),
+                          ("no-weights.json", json.dumps(_document(features=list(ALL_PAIR_FEATURES))))]:
         path = tmp_path / name
         if content is not None:
             path.write_text(content)
