@@ -259,8 +259,8 @@ def main() -> None:
             "embedding_model": vectors.files.name, "kind": kind, "pair_features": args.features,
             **({"word_weights": "IDF over the training questions; each training fold's pairs weighed by the other "
                                 "folds' questions (verifier_training.cross_fitted_features)",
-                "model_choice": "trees (31 leaves, lr 0.05, early stopping) over the pair features only, 5 random states "
-                                "averaged (verifier_training.TreeEnsemble)"}
+                "model_choice": "half the first layout's trees (11 pair features + |u-v|, u*v), half trees over "
+                                "the 30 pair features only (5 random states averaged): verifier_training.TreeEnsemble"}
                if lexical and kind == "trees" else {}),
             "trained_on": "QQP dev folds 0-4 + rule-made pairs" if args.calibrate == "cv"
             else "QQP dev folds 1-4 + rule-made pairs",
