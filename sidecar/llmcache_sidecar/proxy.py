@@ -8,6 +8,7 @@ without the cache: temperature above the limit, ``n > 1``, or a cache backend in
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -318,15 +319,25 @@ async def relay(request: web.Request, parsed: ParsedRequest, sent: Sent, result:
         except UPSTREAM_ERRORS as exc:
             return unreachable_response(exc, {HEADER: result})
         app[state.METRICS].upstream_seconds.observe(time.perf_counter() - sent.started)
-        if store and upstream.status == 200:
-            answer = complete_answer(body, parsed.kind)
-            if answer is not None:
-                await store_answer(app, parsed, answer, body)
         out = response_headers(upstream.headers, decoded=True)
         out[HEADER] = result
-        return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=out)
+        response = web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=out)
+        answer = complete_answer(body, parsed.kind) if store and upstream.status == 200 else None
+        if answer is not None:
+            await store_answer(app, parsed, answer, body, send_first=functools.partial(send_now, request, response))
+        return response
     finally:
         upstream.release()
+
+
+async def send_now(request: web.Request, response: web.Response) -> None:
+    """Send a whole answer before the handler returns (the store goes on after it); a client that
+    left early does not stop the store."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        log.debug("the client left before its answer was sent; storing it anyway")
 
 
 def complete_answer(body: bytes, kind: str) -> dict[str, Any] | None:
@@ -405,17 +416,24 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
 
 
 async def store_answer(app: web.Application, parsed: ParsedRequest, answer: dict[str, Any],
-                       body: bytes | None) -> None:
-    """Write a complete answer to the exact tier, then to the semantic tier (if any).  Skipped
-    if the revision changed since the request started; backend trouble is counted, not raised."""
+                       body: bytes | None, *, send_first: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Store a complete answer: its question in the semantic tier's index (if any), then the
+    entry in the exact tier.  ``send_first`` (sending a JSON answer) runs between the two, so
+    the client does not wait for the exact tier's round trip: the index already has the
+    question, and the exact tier serves this process's writes while they are in flight
+    (:class:`~llmcache_sidecar.tiers.exact.RedisExactTier`), so a repeat or a paraphrase asked
+    as soon as the answer arrived still hits.  Skipped if the revision changed
+    since the request started or the exact tier is backing off; backend trouble is counted,
+    not raised."""
     cache = parsed.cache
     assert cache is not None
-    if not app[state.REVISION].is_active(cache.revision):
-        return
     health = app[state.EXACT_HEALTH]
-    if not health.available():
-        return
+    if not (app[state.REVISION].is_active(cache.revision) and health.available()):
+        return  # an unsent response goes out when the handler returns it
     entry = Entry.from_answer(parsed.kind, answer, time.time(), body)
+    await index_question(app, cache)
+    if send_first is not None:
+        await send_first()
     try:
         await app[state.EXACT_TIER].set(cache.exact_key, entry.encode(), app[state.SETTINGS].ttl_seconds)
     except Exception as exc:  # noqa: BLE001
@@ -423,6 +441,12 @@ async def store_answer(app: web.Application, parsed: ParsedRequest, answer: dict
         log.warning("exact tier store failed: %s", exc)
         return
     health.succeeded()
+
+
+async def index_question(app: web.Application, cache: CacheRequest) -> None:
+    """Add the question to the semantic tier (the vector is usually the lookup's, already
+    computed; Milvus is written behind).  An entry whose exact write then fails is a miss when
+    matched (:func:`lookup_semantic` finds no value), never a wrong answer."""
     semantic = app[state.SEMANTIC_TIER]
     if semantic is None or cache.query is None or not app[state.SEMANTIC_HEALTH].available():
         return

@@ -298,3 +298,35 @@ async def test_logprobs_survive(client: openai.AsyncOpenAI, upstream: TestUpstre
               if choice.logprobs and choice.logprobs.content for entry in choice.logprobs.content]
     assert pieces == expected_logprobs(expected_chat(body)[0])["content"]
     assert upstream.calls[CHAT] == 1
+
+
+async def test_json_answer_is_sent_before_it_is_stored(sidecar: Any, client_for: Any, upstream: TestUpstream,
+                                                       redis_server: Any) -> None:
+    """The client of a JSON miss does not wait for the Redis SET; a repeat while the write is
+    still in flight is a hit all the same (and reaches Redis once the write is through)."""
+    import redis.asyncio as aioredis
+
+    admin = aioredis.from_url(redis_server.url)
+
+    async def entries() -> int:
+        return len(await admin.keys("llmcache:*:e:*"))
+
+    body = {**BODY, "messages": user("answered before stored")}
+    try:
+        await admin.execute_command("CLIENT", "PAUSE", "4000", "WRITE")  # reads go on, writes wait
+        first = await asyncio.wait_for(chat(client_for(sidecar), **body), timeout=2.5)
+        assert first.cache == MISS
+        # a new client, so a new connection: not ordered behind the first request's handler
+        repeat = await asyncio.wait_for(chat(client_for(sidecar), **body), timeout=2.5)
+        assert repeat.cache == HIT
+        assert repeat.same_answer() == first.same_answer()
+        assert await entries() == 0, "the write should still be held by CLIENT PAUSE"
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+    for _ in range(100):
+        if await entries():
+            break
+        await asyncio.sleep(0.05)
+    assert await entries() == 1
+    await admin.aclose()
+    assert upstream.calls[CHAT] == 1

@@ -74,6 +74,8 @@ class RedisExactTier:
         # concurrent lookups share one round trip (a cluster's keys live in several slots)
         get_many = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
         self._gets = GetBatcher(client.get, get_many)  # type: ignore[arg-type]  # decode_responses=False: bytes
+        #: values being written: the proxy answers before it stores, and a repeat must find them
+        self._writing: dict[str, bytes] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisExactTier:
@@ -85,13 +87,24 @@ class RedisExactTier:
         return cls(client)
 
     async def get(self, key: str) -> bytes | None:
+        writing = self._writing.get(key)
+        if writing is not None:
+            return writing
         return await self._gets.get(key)
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
-        await self.client.set(key, value, ex=ttl)
+        """Write ``value``; until Redis has it, this process's :meth:`get` returns it."""
+        self._writing[key] = value
+        try:
+            await self.client.set(key, value, ex=ttl)
+        finally:
+            if self._writing.get(key) is value:
+                del self._writing[key]
 
     async def invalidate(self, cache: str, *, revision: str | None = None, tenant: str | None = None) -> int:
         """SCAN + UNLINK in batches (:mod:`llmcache_sidecar.invalidation`): never blocks Redis."""
+        for key in [key for key in self._writing if key_matches(key, cache, revision=revision, tenant=tenant)]:
+            del self._writing[key]
         return await invalidate_redis(self.client, cache, revision=revision, tenant=tenant)
 
     async def count(self, cache: str) -> int:
