@@ -7,7 +7,7 @@ model never saw?  Trains on every fold but ``--fold`` (split by question text, s
 (every duplicate pair should score above every non-duplicate pair: exactly what one global
 threshold needs) plus in-batch multiple-negatives ranking for the duplicates (the asked question's
 own stored question must be nearer than the other questions of the batch, hard negatives
-included: what the cache's nearest-neighbour lookup needs).  One core, time-boxed.
+included: what the cache's nearest-neighbour lookup needs).  One core (``--threads``), time-boxed.
 
     OMP_NUM_THREADS=1 python scripts/finetune_embedder.py --fold 0 --epochs 1 [--save DIR]
 
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--max-minutes", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
     parser.add_argument("--max-seq-length", type=int, default=256,
                         help="truncate training inputs (tokens); evaluation always uses 256")
     parser.add_argument("--save", type=Path, help="save the fine-tuned model here (outside the repository)")
@@ -80,7 +81,7 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rows = load_rows()
     folds = question_folds(rows)
