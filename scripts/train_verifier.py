@@ -188,9 +188,10 @@ def main() -> None:
     parser.add_argument("--kinds", default="trees,linear")
     parser.add_argument("--ship", default="trees", help="the kind written to --out")
     parser.add_argument("--per-kind", type=int, default=1500, help="rule-made pairs per kind and training set")
-    parser.add_argument("--features", choices=["lexical", "base"], default="base",
-                        help="pair features: the first 11 with |u-v|, u*v (default, the shipped file), or with the "
-                             "lexical and word-weight ones (trees over the pair features only)")
+    parser.add_argument("--features", choices=["lexical", "base"], default="lexical",
+                        help="lexical (default, the shipped file): half trees over the first 11 pair features with "
+                             "|u-v|, u*v, half trees over those and the lexical and word-weight ones; base: the first "
+                             "half alone (the file shipped before 2026-12-04; what llmcache tune trains)")
     parser.add_argument("--out", type=Path, default=SHIPPED, help="where the shipped verifier file is written")
     parser.add_argument("--no-out", action="store_true", help="measure only")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
