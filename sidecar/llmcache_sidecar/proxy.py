@@ -422,9 +422,8 @@ async def store_answer(app: web.Application, parsed: ParsedRequest, answer: dict
     the client does not wait for the exact tier's round trip: the index already has the
     question, and the exact tier serves this process's writes while they are in flight
     (:class:`~llmcache_sidecar.tiers.exact.RedisExactTier`), so a repeat or a paraphrase asked
-    as soon as the answer arrived still hits.  Skipped if the revision changed
-    since the request started or the exact tier is backing off; backend trouble is counted,
-    not raised."""
+    as soon as the answer arrived still hits.  Skipped if the revision changed since the
+    request started or the exact tier is backing off; backend trouble is counted, not raised."""
     cache = parsed.cache
     assert cache is not None
     health = app[state.EXACT_HEALTH]
