@@ -30,7 +30,8 @@ def process_tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by ``pid`` and its living descendants."""
+    """User + system CPU seconds used so far by ``pid`` and its living descendants, in clock
+    ticks (``SC_CLK_TCK``, 10 ms here): a phase shorter than a few ticks of CPU reads coarse."""
     total = 0
     for member in process_tree(pid):
         try:

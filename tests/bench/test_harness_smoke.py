@@ -77,7 +77,10 @@ def test_single_kind_phases_are_what_they_say(report: dict) -> None:
         if phase["target"] != "sidecar":
             assert set(phase["results"]) == {"direct"}
         if phase["target"] == "sidecar":
-            assert phase["cpu_ms_per_request"] > 0
+            # /proc counts CPU in clock ticks (10 ms): a tiny phase of cheap hits may round to 0
+            assert phase["cpu_ms_per_request"] >= 0
+    mixed = next(p for p in report["phases"] if p["name"] == "mixed")
+    assert mixed["cpu_ms_per_request"] > 0  # 120 requests with embeddings: far above one tick
 
 
 def test_report_holds_resources_comparisons_and_curve(report: dict) -> None:
