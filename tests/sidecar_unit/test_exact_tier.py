@@ -113,3 +113,29 @@ async def test_redis_down_raises_quickly_and_recovers(redis_server: Any) -> None
         assert await tier.get(k()) == b"back"
     finally:
         await tier.close()
+
+
+async def test_a_write_in_flight_is_served_until_redis_has_it_and_dropped_by_invalidation(redis_server: Any) -> None:
+    """The proxy answers a miss before its SET completes: meanwhile this process's lookups get the
+    value being written, and an invalidation that matches it stops serving it at once."""
+    tier = make_exact_tier(Settings(upstream_url="http://up", redis_url=redis_server.url))
+    other = make_exact_tier(Settings(upstream_url="http://up", redis_url=redis_server.url))  # another sidecar
+    admin = redis.asyncio.from_url(redis_server.url)
+    try:
+        await admin.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+        writes = [asyncio.create_task(tier.set(key, b"answer", 60)) for key in (k(), k(tenant="alice"))]
+        await asyncio.sleep(0.2)
+        assert not any(write.done() for write in writes), "CLIENT PAUSE should hold the writes"
+        assert await tier.get(k()) == b"answer" and await tier.get(k(tenant="alice")) == b"answer"
+        assert await other.get(k()) is None, "only the writing process sees a write in flight"
+        invalidating = asyncio.create_task(tier.invalidate("c", tenant="alice"))
+        await asyncio.sleep(0.05)
+        assert await tier.get(k(tenant="alice")) is None
+        assert await tier.get(k()) == b"answer"
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+    await asyncio.gather(*writes, invalidating)
+    assert await other.get(k()) == b"answer"
+    for closing in (tier, other):
+        await closing.close()
+    await admin.aclose()
