@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis.asyncio
 import redis.exceptions
 
 from llmcache_sidecar.config import Settings
