@@ -43,9 +43,9 @@ from qqp_folds import DEV_PAIRS, MOCK_PAIRS, REPO, load_rows, question_folds, re
 from llmcache_sidecar.calibration import embed_texts  # noqa: E402
 from llmcache_sidecar.default_model import model_files, sha256_of  # noqa: E402
 from llmcache_sidecar.embedder import OnnxEmbedder  # noqa: E402
-from llmcache_sidecar.verifier import ALL_PAIR_FEATURES, Verifier, WordWeights, verifier_from_dict  # noqa: E402
+from llmcache_sidecar.verifier import Verifier, WordWeights, verifier_from_dict  # noqa: E402
 from llmcache_sidecar.verifier_training import (  # noqa: E402
-    Pair, cross_fitted_features, features_of, make_model, precision_table, rule_pairs, texts_of, verifier_document)
+    Pair, fit_verifier, precision_table, rule_pairs, texts_of, verifier_document)
 
 CACHE_DIR = Path("/tmp/llmcache-issue9")
 TARGET = 0.85
@@ -83,16 +83,6 @@ def fold_pairs(rows: list[dict], folds: np.ndarray, which: set[int]) -> list[Pai
 
 def questions_of(pairs: list[Pair]) -> list[str]:
     return sorted({t for t in texts_of(pairs)})
-
-
-def train(kind: str, groups: list[tuple[list[Pair], list[Pair]]], vectors: Vectors, lexical: bool):
-    """The model fitted on ``groups`` (labelled, rule-made pairs of one fold each) and its word
-    weights (None: the first pair features only)."""
-    if lexical:
-        x, y, weights = cross_fitted_features(groups, vectors.known)
-        return make_model(kind, len(ALL_PAIR_FEATURES)).fit(x, y), weights
-    x, y = features_of([p for labelled, made in groups for p in (*labelled, *made)], vectors.known)
-    return make_model(kind).fit(x, y), None
 
 
 def as_verifier(kind: str, fitted, vectors: Vectors, weights: WordWeights | None, cuts=None, cosine_cuts=None,
@@ -191,7 +181,7 @@ def main() -> None:
     parser.add_argument("--features", choices=["lexical", "base"], default="lexical",
                         help="lexical (default, the shipped file): half trees over the first 11 pair features with "
                              "|u-v|, u*v, half trees over those and the lexical and word-weight ones; base: the first "
-                             "half alone (the file shipped before 2026-12-04; what llmcache tune trains)")
+                             "half alone (the file shipped before 2026-12-04; llmcache tune --features base)")
     parser.add_argument("--out", type=Path, default=SHIPPED, help="where the shipped verifier file is written")
     parser.add_argument("--no-out", action="store_true", help="measure only")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
@@ -238,8 +228,8 @@ def main() -> None:
         scores = np.empty(len(held))
         for k in held_out_folds:
             train_folds = set(range(5)) - {k}
-            fitted, weights = train(kind, [(fold_pairs(rows, folds, {f}), made_for[f]) for f in sorted(train_folds)],
-                                    vectors, lexical)
+            fitted, weights = fit_verifier(
+                kind, [(fold_pairs(rows, folds, {f}), made_for[f]) for f in sorted(train_folds)], vectors.known, lexical)
             fold_verifiers[k] = verifier_from_dict(as_verifier(kind, fitted, vectors, weights))
             scores[held_fold == k] = scores_of(fold_verifiers[k], fold_pairs(rows, folds, {k}), vectors)
         cuts = precision_table(scores, y_held)
@@ -251,8 +241,8 @@ def main() -> None:
                   "near_misses": {k: near_miss_outcome(fold_verifiers[k], cut, near_sets[k], vectors)
                                   for k in held_out_folds}}
         if args.calibrate == "cv":  # the shipped model: all five folds, cut table from the out-of-fold scores
-            fitted, weights = train(kind, [(fold_pairs(rows, folds, {f}), made_for[f]) for f in range(5)], vectors,
-                                    lexical)
+            fitted, weights = fit_verifier(
+                kind, [(fold_pairs(rows, folds, {f}), made_for[f]) for f in range(5)], vectors.known, lexical)
         provenance = {
             "command": "python scripts/train_verifier.py " + " ".join(sys.argv[1:]),
             "data": str(DEV_PAIRS.name), "data_sha256": sha256_of(DEV_PAIRS),

@@ -27,8 +27,11 @@ if TYPE_CHECKING:  # the heavy imports wait until the subcommand runs (``llmcach
     from .calibration import LabelledPair
     from .embedder import OnnxEmbedder
     from .verifier import Verifier
+    from .verifier_training import Pair
 
 VERIFIER_FILE = "verifier.json"
+#: groups of training questions the word weights are cross-fitted over (the shipped file: 5 folds)
+TRAINING_GROUPS = 4
 
 
 class TuneError(RuntimeError):
@@ -93,6 +96,23 @@ def _fine_tuned(args: argparse.Namespace, train: list[LabelledPair], out: Path) 
     return OnnxEmbedder(model_files(str(out)), "cpu")
 
 
+def _training_groups(train: list[LabelledPair], seed: int, k: int = TRAINING_GROUPS) -> list[tuple[list[Pair], list[Pair]]]:
+    """The training pairs in ``k`` groups of questions (no question in two groups), each with
+    rule-made pairs of its own questions: the word weights of a group's pairs are learned from
+    the other groups' questions (``verifier_training.cross_fitted_features``)."""
+    from .verifier_training import Pair, question_groups, rule_pairs
+
+    of_group = question_groups([(p.a, p.b) for p in train], k=k, seed=seed + 1)
+    groups = []
+    for g in range(k):
+        labelled = [Pair(p.a, p.b, p.duplicate) for p, f in zip(train, of_group) if f == g]
+        questions = sorted({t for p in labelled for t in (p.stored, p.asked)})
+        made = [p for _, p in rule_pairs(questions, per_kind=min(150, max(12, len(questions) // 8)), seed=seed + g)]
+        if labelled:
+            groups.append((labelled, made))
+    return groups
+
+
 def run_tune(args: argparse.Namespace) -> dict:
     """The whole run; returns the measured summary."""
     import numpy as np
@@ -101,8 +121,7 @@ def run_tune(args: argparse.Namespace) -> dict:
     from .default_model import model_files, sha256_of
     from .embedder import OnnxEmbedder
     from .verifier import verifier_from_dict
-    from .verifier_training import Pair, features_of, make_model, precision_table, question_groups, rule_pairs
-    from .verifier_training import verifier_document
+    from .verifier_training import fit_verifier, precision_table, question_groups, verifier_document
 
     pairs = load_pairs(args.pairs)
     folds = question_groups([(p.a, p.b) for p in pairs], k=max(2, round(1 / args.held_out)), seed=args.seed)
@@ -132,15 +151,14 @@ def run_tune(args: argparse.Namespace) -> dict:
         vectors, model_sha = _vectors(embedder, pairs), sha256_of(args.out / "model.onnx")
         summary["methods"]["cosine threshold (fine-tuned model)"] = _recall_at(
             precision_table(_score(None, held, vectors), y_held), args.target_precision)
-    questions = sorted({t for p in train for t in (p.a, p.b)})
-    made = [p for _, p in rule_pairs(questions, per_kind=min(1500, max(50, len(questions) // 4)), seed=args.seed)]
-    missing = sorted({t for p in made for t in (p.stored, p.asked)} - vectors.keys())
+    groups = _training_groups(train, args.seed)
+    missing = sorted({t for _, made in groups for p in made for t in (p.stored, p.asked)} - vectors.keys())
     if missing:
         vectors.update(zip(missing, embed_texts(embedder, missing)))
-    x, y = features_of([Pair(p.a, p.b, p.duplicate) for p in train] + made, vectors)
-    fitted = make_model(args.kind).fit(x, y)
+    lexical = args.features == "lexical"
+    fitted, weights = fit_verifier(args.kind, groups, vectors, lexical)
     draft = verifier_from_dict(verifier_document(args.kind, fitted, embedder.dim, [[0.5, 0.5, 0.0]],
-                                                 [[0.5, 0.5, 0.0]], model_sha, {}))
+                                                 [[0.5, 0.5, 0.0]], model_sha, {}, weights))
     held_scores = _score(draft, held, vectors)
     cuts = precision_table(held_scores, y_held)
     cosine_cuts = precision_table(_score(None, held, vectors), y_held)
@@ -148,15 +166,16 @@ def run_tune(args: argparse.Namespace) -> dict:
         raise TuneError("no cut reaches any precision >= 0.70 on the held-out pairs: nothing to ship")
     tuned = _recall_at(cuts, args.target_precision)
     summary["methods"]["tuned verifier" + (" + fine-tuned model" if args.finetune else "")] = tuned
-    command = (f"llmcache tune --pairs {args.pairs} --out {args.out} --kind {args.kind} --held-out {args.held_out} "
-               f"--seed {args.seed}" + (f" --finetune --epochs {args.epochs}" if args.finetune else ""))
+    command = (f"llmcache tune --pairs {args.pairs} --out {args.out} --kind {args.kind} --features {args.features} "
+               f"--held-out {args.held_out} --seed {args.seed}" + (f" --finetune --epochs {args.epochs}" if args.finetune else ""))
     provenance = {"command": command,
                   "data": str(args.pairs), "data_sha256": sha256_of(args.pairs),
                   "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
-                  "kind": args.kind, "embedding_model": embedder.name,
-                  "trained_on": f"{len(train)} labelled pairs + {len(made)} rule-made pairs",
+                  "kind": args.kind, "pair_features": args.features, "embedding_model": embedder.name,
+                  "trained_on": f"{len(train)} labelled pairs + {sum(len(m) for _, m in groups)} rule-made pairs",
                   "calibrated_on": f"{len(held)} held-out labelled pairs (split by question text)"}
-    document = verifier_document(args.kind, fitted, embedder.dim, cuts, cosine_cuts, model_sha, provenance)
+    document = verifier_document(args.kind, fitted, embedder.dim, cuts, cosine_cuts, model_sha, provenance,
+                                 weights)
     (args.out / VERIFIER_FILE).write_text(json.dumps(document, separators=(",", ":")) + "\n")
     summary["out"] = str(args.out)
     return summary
@@ -215,6 +234,9 @@ def add_tune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target-precision", type=float, default=0.85, help="precision the gain is measured at")
     parser.add_argument("--held-out", type=float, default=0.2, help="share of the pairs kept for measuring (default 0.2)")
     parser.add_argument("--kind", choices=["trees", "linear"], default="trees", help="verifier model (default trees)")
+    parser.add_argument("--features", choices=["lexical", "base"], default="lexical",
+                        help="lexical (default, the packaged verifier's layout): every pair feature with word weights "
+                             "learned from your questions; base: the first layout (fewer features, a smaller file)")
     parser.add_argument("--model", default=None, help="ONNX model directory the sidecar uses (default: the packaged model)")
     parser.add_argument("--finetune", action="store_true", help="fine-tune the embedding first (needs torch; slow)")
     parser.add_argument("--base", default=None, help="sentence-transformers model to fine-tune (default all-MiniLM-L6-v2)")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .verifier import (
+    ALL_PAIR_FEATURES,
     FORMAT,
     PAIR_FEATURES,
     WordWeights,
@@ -326,3 +327,18 @@ def cross_fitted_features(groups: Sequence[tuple[Sequence[Pair], Sequence[Pair]]
         ys.append(y)
     everything = [q for labelled, _ in groups for q in sorted(set(texts_of(labelled)))]
     return np.vstack(xs), np.concatenate(ys), WordWeights.of(everything)
+
+
+def fit_verifier(kind: str, groups: Sequence[tuple[Sequence[Pair], Sequence[Pair]]], vectors: dict[str, np.ndarray],
+                 lexical: bool = True) -> tuple[Any, WordWeights | None]:
+    """The model of ``kind`` fitted on ``groups`` ((labelled, rule-made) pairs per group of
+    questions, no question in two groups) and the word weights to ship with it.
+
+    ``lexical`` (the shipped layout): every pair feature, word weights cross-fitted over the
+    groups, trees as a :class:`TreeEnsemble`; else the first layout (the first pair features and
+    the embedding columns, one model, no word weights)."""
+    if lexical:
+        x, y, weights = cross_fitted_features(groups, vectors)
+        return make_model(kind, len(ALL_PAIR_FEATURES)).fit(x, y), weights
+    x, y = features_of([p for labelled, made in groups for p in (*labelled, *made)], vectors)
+    return make_model(kind).fit(x, y), None

@@ -38,9 +38,21 @@ def test_tune_trains_calibrates_and_writes_a_verifier_the_sidecar_loads(
     assert verifier.embedding_sha256 == MODEL_SHA256
     assert verifier.provenance["data_sha256"] == sha256_of(small_pairs)
     assert all(0.7 <= p <= 0.99 for p, _, _ in verifier.cuts)
+    assert verifier.weights is not None and verifier.provenance["pair_features"] == "lexical", \
+        "tune trains the packaged verifier's layout: every pair feature, word weights from the user's questions"
+    assert "how" in verifier.weights.idf, "the word weights come from the training questions"
     policy = match_policy(load_settings({"LLMCACHE_UPSTREAM_URL": "http://up:8000", "LLMCACHE_VERIFIER_PATH": str(out),
                                          "LLMCACHE_TARGET_PRECISION": "0.8"}), MODEL_SHA256)
     assert policy.verifier is not None and policy.cut == verifier.cut_for(0.8)
+
+
+def test_tune_can_train_the_first_layout(small_pairs: Path, tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    out = tmp_path / "tuned"
+    assert main(["tune", "--pairs", str(small_pairs), "--out", str(out), "--target-precision", "0.8",
+                 "--features", "base"]) == 0
+    verifier = load_verifier(out)
+    assert verifier.weights is None and verifier.provenance["pair_features"] == "base"
 
 
 def test_tune_refuses_pairs_it_cannot_learn_from(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
