@@ -10,6 +10,10 @@ command and the operator's rollout.  The operator may import this module besides
   ``UNLINK`` in batches, which never blocks Redis the way ``KEYS`` / a huge ``DEL`` would.  On a
   Redis Cluster the SCAN covers every primary and each batch is unlinked slot by slot.
 - Milvus collection ``llmcache_<cache>``: rows deleted by a filter on ``revision`` / ``tenant``.
+- ``llmcache:<cache>:invalidations``: how many invalidations of the cache have begun (``INCR``
+  before the scan).  A sidecar reads it before it calls the upstream and again after it stored
+  the answer; when it changed, the answer may predate the invalidation and the sidecar deletes
+  it: a ``SCAN`` does not see a key written after it passed, so the scan alone could leave it.
 - ``llmcache:<cache>:active-revision``: the revision sidecars must write under (set by the
   operator at every switch; read by every sidecar whenever its events connection (re)starts).
 - ``llmcache:<cache>:events``: the channel of ``revision-activated`` events.
@@ -47,6 +51,10 @@ def key_pattern(cache: str, *, revision: str | None = None, tenant: str | None =
 
 def active_revision_key(cache: str) -> str:
     return f"llmcache:{cache}:active-revision"
+
+
+def generation_key(cache: str) -> str:
+    return f"llmcache:{cache}:invalidations"
 
 
 def events_channel(cache: str) -> str:
@@ -106,7 +114,11 @@ async def unlink_matching(client: RedisClient, pattern: str, batch: int = BATCH)
 
 async def invalidate_redis(client: RedisClient, cache: str, *, revision: str | None = None,
                            tenant: str | None = None) -> int:
-    """Delete one cache's exact entries (of one revision / tenant when given); return how many."""
+    """Delete one cache's exact entries (of one revision / tenant when given); return how many.
+
+    Counts the invalidation first (:func:`generation_key`): an answer being stored meanwhile is
+    then deleted by its writer, as the scan may not see it."""
+    await client.incr(generation_key(cache))
     return await unlink_matching(client, key_pattern(cache, revision=revision, tenant=tenant))
 
 

@@ -80,42 +80,49 @@ async def cacheable(request: web.Request, kind: Kind) -> web.StreamResponse:
         return invalid_request_response(exc)
     if parsed.cache is None:
         return await forward(request, parsed, raw, "bypass", store=False)
-    found = await lookup_exact(app, parsed, parsed.cache)
+    found, generation = await lookup_exact(app, parsed, parsed.cache)
     if found is None:
         if app[state.SETTINGS].speculative_upstream:
-            return await speculative(request, parsed, raw, parsed.cache)
+            return await speculative(request, parsed, raw, parsed.cache, generation)
         found = await lookup_semantic(app, parsed, parsed.cache)
     if found.entry is not None:
         return serve_hit(app, parsed, found)
     store = found.exact_ok and not parsed.control.no_store
-    return await forward(request, parsed, raw, found.result, store=store)
+    return await forward(request, parsed, raw, found.result, store=store, generation=generation)
 
 
-async def lookup_exact(app: web.Application, parsed: ParsedRequest, cache: CacheRequest) -> Lookup | None:
-    """The exact tier's outcome, or None when the request goes on to the semantic tier."""
+async def lookup_exact(app: web.Application, parsed: ParsedRequest,
+                       cache: CacheRequest) -> tuple[Lookup | None, int | None]:
+    """The exact tier's outcome (None when the request goes on to the semantic tier), and the
+    cache's invalidation generation read with it, before any upstream call (None when the tier
+    is backing off): an answer is kept only if no invalidation began since."""
     health = app[state.EXACT_HEALTH]
     if not health.available():
-        return Lookup("bypass", exact_ok=False)
-    if parsed.control.no_cache:
-        return Lookup("miss")
+        return Lookup("bypass", exact_ok=False), None
     metrics = app[state.METRICS]
     tier = app[state.EXACT_TIER]
-    if app[state.SETTINGS].exact_enabled:
-        started = time.perf_counter()
-        try:
-            value = await tier.get(cache.exact_key)
-        except Exception as exc:  # noqa: BLE001 - any backend trouble means pass through
-            health.failed(exc)
-            log.warning("exact tier lookup failed, passing through: %s", exc)
-            return Lookup("bypass", exact_ok=False)
-        health.succeeded()
+    looked_up = app[state.SETTINGS].exact_enabled and not parsed.control.no_cache
+    started = time.perf_counter()
+    try:
+        if looked_up:
+            value, generation = await tier.lookup(cache.exact_key, cache.cache_name)
+        else:
+            value, generation = None, await tier.generation(cache.cache_name)
+    except Exception as exc:  # noqa: BLE001 - any backend trouble means pass through
+        health.failed(exc)
+        log.warning("exact tier lookup failed, passing through: %s", exc)
+        return Lookup("bypass", exact_ok=False), None
+    health.succeeded()
+    if looked_up:
         metrics.lookup_exact.observe(time.perf_counter() - started)
-        entry = usable_entry(value, parsed)
-        if entry is not None:
-            return Lookup("hit-exact", entry)
+    if parsed.control.no_cache:
+        return Lookup("miss"), generation
+    entry = usable_entry(value, parsed)
+    if entry is not None:
+        return Lookup("hit-exact", entry), generation
     if app[state.SEMANTIC_TIER] is None or cache.query is None:
-        return Lookup("miss")
-    return None
+        return Lookup("miss"), generation
+    return None, generation
 
 
 async def lookup_semantic(app: web.Application, parsed: ParsedRequest, cache: CacheRequest) -> Lookup:
@@ -254,17 +261,17 @@ async def send(request: web.Request, parsed: ParsedRequest, raw: bytes, *, store
 
 
 async def forward(request: web.Request, parsed: ParsedRequest, raw: bytes, result: str, *,
-                  store: bool) -> web.StreamResponse:
+                  store: bool, generation: int | None = None) -> web.StreamResponse:
     record(request.app, result)
     try:
         sent = await send(request, parsed, raw, store=store)
     except UPSTREAM_ERRORS as exc:
         return unreachable_response(exc, {HEADER: result})
-    return await relay(request, parsed, sent, result, store=store)
+    return await relay(request, parsed, sent, result, store=store, generation=generation)
 
 
 async def speculative(request: web.Request, parsed: ParsedRequest, raw: bytes,
-                      cache: CacheRequest) -> web.StreamResponse:
+                      cache: CacheRequest, generation: int | None) -> web.StreamResponse:
     """The semantic lookup and the upstream call at once (``speculative_upstream``), so a miss
     does not wait for the query's embedding before it goes upstream.
 
@@ -292,7 +299,7 @@ async def speculative(request: web.Request, parsed: ParsedRequest, raw: bytes,
         sent = await call
     except UPSTREAM_ERRORS as exc:
         return unreachable_response(exc, {HEADER: found.result})
-    return await relay(request, parsed, sent, found.result, store=store)
+    return await relay(request, parsed, sent, found.result, store=store, generation=generation)
 
 
 async def abort(call: asyncio.Task[Sent]) -> None:
@@ -305,14 +312,15 @@ async def abort(call: asyncio.Task[Sent]) -> None:
 
 
 async def relay(request: web.Request, parsed: ParsedRequest, sent: Sent, result: str, *,
-                store: bool) -> web.StreamResponse:
+                store: bool, generation: int | None = None) -> web.StreamResponse:
     """Pass the upstream's answer on (a stream as it arrives, else whole) and store it if it is
-    a complete answer and ``store``."""
+    a complete answer and ``store`` (kept only if the cache's invalidation ``generation`` is
+    still the one read before the call)."""
     app = request.app
     upstream = sent.response
     try:
         if upstream.status == 200 and upstream.content_type == "text/event-stream":
-            return await relay_stream(request, parsed, upstream, result, store=store,
+            return await relay_stream(request, parsed, upstream, result, store=store, generation=generation,
                                       hide_usage=sent.hide_usage, started=sent.started)
         try:
             body = await upstream.read()
@@ -324,7 +332,8 @@ async def relay(request: web.Request, parsed: ParsedRequest, sent: Sent, result:
         response = web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=out)
         answer = complete_answer(body, parsed.kind) if store and upstream.status == 200 else None
         if answer is not None:
-            await store_answer(app, parsed, answer, body, send_first=functools.partial(send_now, request, response))
+            await store_answer(app, parsed, answer, body, generation,
+                               send_first=functools.partial(send_now, request, response))
         return response
     finally:
         upstream.release()
@@ -360,7 +369,8 @@ def is_complete(answer: dict[str, Any], kind: str) -> bool:
 
 
 async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: aiohttp.ClientResponse, result: str,
-                       *, store: bool, hide_usage: bool, started: float) -> web.StreamResponse:
+                       *, store: bool, generation: int | None, hide_usage: bool,
+                       started: float) -> web.StreamResponse:
     """Forward a streamed answer event by event as it arrives; store it only if it ended with
     ``[DONE]`` (the store happens before ``[DONE]`` is passed on, so a client that saw the end of
     the stream finds the entry)."""
@@ -387,7 +397,7 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
                     if storable:
                         answer = assembler.result()
                         if is_complete(answer, parsed.kind):
-                            await store_answer(app, parsed, answer, None)
+                            await store_answer(app, parsed, answer, None, generation)
                         storable = False
                 elif payload is not None and storable:
                     try:
@@ -415,15 +425,17 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
     return response
 
 
-async def store_answer(app: web.Application, parsed: ParsedRequest, answer: dict[str, Any],
-                       body: bytes | None, *, send_first: Callable[[], Awaitable[None]] | None = None) -> None:
+async def store_answer(app: web.Application, parsed: ParsedRequest, answer: dict[str, Any], body: bytes | None,
+                       generation: int | None, *, send_first: Callable[[], Awaitable[None]] | None = None) -> None:
     """Store a complete answer: its question in the semantic tier's index (if any), then the
     entry in the exact tier.  ``send_first`` (sending a JSON answer) runs between the two, so
     the client does not wait for the exact tier's round trip: the index already has the
     question, and the exact tier serves this process's writes while they are in flight
     (:class:`~llmcache_sidecar.tiers.exact.RedisExactTier`), so a repeat or a paraphrase asked
     as soon as the answer arrived still hits.  Skipped if the revision changed since the
-    request started or the exact tier is backing off; backend trouble is counted, not raised."""
+    request started or the exact tier is backing off; not kept if an invalidation of the cache
+    began after ``generation`` was read (before the upstream call); backend trouble is counted,
+    not raised."""
     cache = parsed.cache
     assert cache is not None
     health = app[state.EXACT_HEALTH]
@@ -434,12 +446,15 @@ async def store_answer(app: web.Application, parsed: ParsedRequest, answer: dict
     if send_first is not None:
         await send_first()
     try:
-        await app[state.EXACT_TIER].set(cache.exact_key, entry.encode(), app[state.SETTINGS].ttl_seconds)
+        kept = await app[state.EXACT_TIER].set(cache.exact_key, entry.encode(), app[state.SETTINGS].ttl_seconds,
+                                               generation=generation)
     except Exception as exc:  # noqa: BLE001
         health.failed(exc)
         log.warning("exact tier store failed: %s", exc)
         return
     health.succeeded()
+    if not kept:
+        log.info("not kept: an invalidation of cache %s began while its answer was asked for", cache.cache_name)
 
 
 async def index_question(app: web.Application, cache: CacheRequest) -> None:

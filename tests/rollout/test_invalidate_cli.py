@@ -50,14 +50,16 @@ async def test_invalidate_a_revision_then_a_tenant_then_everything(redis_server:
     done = await asyncio.to_thread(invalidate, "--revision", "r1", *backends, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"cache": CACHE, "revision": "r1", "exactEntries": 3, "semanticEntries": 3}
-    assert sorted(redis_server.scan(f"llmcache:{CACHE}:*")) == sorted(key(r, t, i) for i, (r, t) in enumerate(ENTRIES)
-                                                                    if r == "r2")
+    assert sorted(redis_server.scan(f"llmcache:{CACHE}:*:e:*")) == sorted(key(r, t, i) for i, (r, t) in enumerate(ENTRIES)
+                                                                          if r == "r2")
     done = await asyncio.to_thread(invalidate, "--tenant", "alice", *backends)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"cache {CACHE}, tenant 'alice': deleted 1 exact entries, 1 semantic entries"
     done = await asyncio.to_thread(invalidate, "--all", *backends, "--json")
     assert json.loads(done.stdout)["exactEntries"] == 1 and json.loads(done.stdout)["semanticEntries"] == 1
-    assert redis_server.scan(f"llmcache:{CACHE}:*") == []
+    assert redis_server.scan(f"llmcache:{CACHE}:*") == [f"llmcache:{CACHE}:invalidations"]
+    assert redis_server.client().get(f"llmcache:{CACHE}:invalidations") == b"3", \
+        "each invalidation is counted (sidecars storing meanwhile drop their answer)"
 
 
 async def test_invalidate_reports_an_unreachable_backend_and_refuses_bad_input(redis_server: Any) -> None:

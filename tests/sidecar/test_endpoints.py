@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
@@ -211,6 +212,30 @@ async def test_admin_invalidate_by_revision(sidecar_factory: Any, client_for: An
     async with http.post(admin(handle, "/admin/invalidate"), json={"revision": "r1"}) as response:
         assert response.status == 200
     assert (await chat(client, **BODY)).cache == MISS
+
+
+@pytest.mark.parametrize("tier", ["redis", "memory"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_an_answer_asked_for_before_an_invalidation_is_not_cached(
+        sidecar_factory: Any, client_for: Any, http: aiohttp.ClientSession, upstream: TestUpstream,
+        request: pytest.FixtureRequest, tier: str, stream: bool) -> None:
+    """The tenant is wiped while its miss waits for the upstream: the answer reaches the client
+    but is not kept (it may be what the wipe was for), so the next ask goes upstream again."""
+    redis_url = request.getfixturevalue("redis_server").url if tier == "redis" else None
+    handle = await sidecar_factory(redis_url=redis_url)
+    client = client_for(handle)
+    body = {**BODY, "messages": user(f"asked before the wipe {stream}"), "stream": stream}
+    upstream.delay = 0.5
+    asking = asyncio.create_task(chat(client, **body))
+    await asyncio.sleep(0.2)
+    async with http.post(admin(handle, "/admin/invalidate"), json={"all": True}) as response:
+        assert response.status == 200
+    first = await asking
+    assert first.cache == MISS and first.content
+    upstream.delay = 0.0
+    assert (await chat(client, **body)).cache == MISS, "the answer asked for before the wipe was kept"
+    assert (await chat(client, **body)).cache == HIT, "answers asked for after it are cached as usual"
+    assert upstream.calls["/v1/chat/completions"] == 2
 
 
 @pytest.mark.parametrize("payload", [b"{", b"[]", b'{"nothing": 1}', b'{"revision": 5}'])

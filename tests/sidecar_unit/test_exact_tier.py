@@ -140,3 +140,36 @@ async def test_a_write_in_flight_is_served_until_redis_has_it_and_dropped_by_inv
     for closing in (tier, other):
         await closing.close()
     await admin.aclose()
+
+
+async def test_a_store_is_not_kept_if_an_invalidation_began_after_its_lookup(tier: ExactTier) -> None:
+    """The generation read with the lookup (before the upstream call) guards the store: any
+    invalidation of the cache since then and the answer is not kept; other caches' do not count."""
+    value, asked_at = await tier.lookup(k(tenant="alice"), "c")
+    assert value is None
+    await tier.invalidate("c", tenant="bob")  # while the upstream call runs
+    assert await tier.set(k(tenant="alice"), b"asked before", 60, generation=asked_at) is False
+    assert await tier.get(k(tenant="alice")) is None
+    _, now = await tier.lookup(k(tenant="alice"), "c")
+    assert now == asked_at + 1 == await tier.generation("c")
+    assert await tier.set(k(tenant="alice"), b"asked after", 60, generation=now) is True
+    assert await tier.get(k(tenant="alice")) == b"asked after"
+    _, other = await tier.lookup(k(cache="other"), "other")
+    await tier.invalidate("c")
+    assert await tier.set(k(cache="other"), b"x", 60, generation=other) is True
+
+
+async def test_another_sidecars_invalidation_during_the_call_is_not_outlived(redis_server: Any) -> None:
+    """Before the guard an invalidation's SCAN could pass while an answer was being asked for and
+    the SET land after it: the entry outlived the invalidation.  Here another sidecar (or
+    ``llmcache invalidate``) wipes the tenant between this one's lookup and its store."""
+    tier = make_exact_tier(Settings(upstream_url="http://up", redis_url=redis_server.url))
+    other = make_exact_tier(Settings(upstream_url="http://up", redis_url=redis_server.url))
+    try:
+        _, asked_at = await tier.lookup(k(tenant="alice"), "c")
+        assert await other.invalidate("c", tenant="alice") == 0
+        assert await tier.set(k(tenant="alice"), b"stale", 60, generation=asked_at) is False
+        assert await other.get(k(tenant="alice")) is None and await tier.get(k(tenant="alice")) is None
+    finally:
+        await tier.close()
+        await other.close()

@@ -1,7 +1,10 @@
 """The exact tier: stored answers by exact key, on Redis or (without Redis) in process.
 
 Both implementations have the same semantics: a value lives ``ttl`` seconds; invalidation by
-revision, tenant or everything of one cache; ``count`` of one cache's entries.  Every Redis call
+revision, tenant or everything of one cache; ``count`` of one cache's entries.  Each counts the
+invalidations of a cache (its *generation*); a store given the generation read before the
+upstream call keeps its value only if no invalidation began since, so an answer asked for
+before an invalidation never outlives it.  Every Redis call
 is bounded by a short socket timeout and is not retried (the proxy passes the request through
 instead, see ``health.py``), except once on a connection error: a connection pooled before
 Redis restarted is dead, and redis-py may only find out when it sends a command on it.
@@ -9,6 +12,7 @@ Redis restarted is dead, and redis-py may only find out when it sends a command 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from typing import Protocol
@@ -19,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from llmcache_sidecar.config import Settings
-from llmcache_sidecar.invalidation import invalidate_redis, key_pattern
+from llmcache_sidecar.invalidation import generation_key, invalidate_redis, key_pattern
 from llmcache_sidecar.redis_client import RedisClient, open_redis
 from llmcache_sidecar.tiers.get_batcher import GetBatcher
 
@@ -35,6 +39,11 @@ def stats_key(cache: str) -> str:
     return f"llmcache:{cache}:stats"
 
 
+def cache_of(key: str) -> str:
+    """The cache name of an entry key (``llmcache:<cache>:...``)."""
+    return key.split(":", 2)[1]
+
+
 def key_matches(key: str, cache: str, *, revision: str | None, tenant: str | None) -> bool:
     parts = key.split(":", 5)
     return (len(parts) == 6 and parts[0] == "llmcache" and parts[1] == cache and parts[4] == "e"
@@ -47,7 +56,18 @@ class ExactTier(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl: int) -> None: ...
+    async def lookup(self, key: str, cache: str) -> tuple[bytes | None, int]:
+        """The value of ``key`` and the generation of ``cache``, read in one round trip."""
+        ...
+
+    async def generation(self, cache: str) -> int:
+        """How many invalidations of ``cache`` have begun."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl: int, *, generation: int | None = None) -> bool:
+        """Write ``value``.  With ``generation`` (read before the answer was asked for): if an
+        invalidation of the cache began since, the value is not kept; return whether it was."""
+        ...
 
     async def invalidate(self, cache: str, *, revision: str | None = None, tenant: str | None = None) -> int:
         """Delete one cache's entries (of one revision / tenant when given); return how many."""
@@ -92,11 +112,27 @@ class RedisExactTier:
             return writing
         return await self._gets.get(key)
 
-    async def set(self, key: str, value: bytes, ttl: int) -> None:
-        """Write ``value``; until Redis has it, this process's :meth:`get` returns it."""
+    async def lookup(self, key: str, cache: str) -> tuple[bytes | None, int]:
+        # both GETs join the same batch: one MGET
+        value, generation = await asyncio.gather(self.get(key), self._gets.get(generation_key(cache)))
+        return value, int(generation or 0)
+
+    async def generation(self, cache: str) -> int:
+        return int(await self._gets.get(generation_key(cache)) or 0)
+
+    async def set(self, key: str, value: bytes, ttl: int, *, generation: int | None = None) -> bool:
+        """Write ``value``; until Redis has it (and, with ``generation``, until it is known to be
+        kept), this process's :meth:`get` returns it.  The check comes after the write: an
+        invalidation that began before the check is seen by it, and one that begins after it
+        scans a key already written.  Another process may read the value in the one round trip
+        between the write and its deletion."""
         self._writing[key] = value
         try:
             await self.client.set(key, value, ex=ttl)
+            if generation is None or await self.generation(cache_of(key)) == generation:
+                return True
+            await self.client.unlink(key)
+            return False
         finally:
             if self._writing.get(key) is value:
                 del self._writing[key]
@@ -136,6 +172,7 @@ class MemoryExactTier:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._generations: dict[str, int] = {}
 
     async def get(self, key: str) -> bytes | None:
         item = self._entries.get(key)
@@ -147,13 +184,23 @@ class MemoryExactTier:
         self._entries.move_to_end(key)
         return item[1]
 
-    async def set(self, key: str, value: bytes, ttl: int) -> None:
+    async def lookup(self, key: str, cache: str) -> tuple[bytes | None, int]:
+        return await self.get(key), self._generations.get(cache, 0)
+
+    async def generation(self, cache: str) -> int:
+        return self._generations.get(cache, 0)
+
+    async def set(self, key: str, value: bytes, ttl: int, *, generation: int | None = None) -> bool:
+        if generation is not None and self._generations.get(cache_of(key), 0) != generation:
+            return False
         self._entries[key] = (time.monotonic() + ttl, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+        return True
 
     async def invalidate(self, cache: str, *, revision: str | None = None, tenant: str | None = None) -> int:
+        self._generations[cache] = self._generations.get(cache, 0) + 1
         doomed = [key for key in self._entries if key_matches(key, cache, revision=revision, tenant=tenant)]
         for key in doomed:
             del self._entries[key]
