@@ -3,7 +3,9 @@
 Reads the out-of-fold scores of ``train_verifier.py --scores`` (5-fold CV, the blend verifier)
 and of ``crossencoder_experiment.py`` for every fold it ran (``DIR/fold<k>/scores.npz``), and
 prints recall at precision 0.75-0.90 per fold and pooled over those folds for: the cosine, the
-verifier, the cross-encoder, and ``(1 - w) * logit(verifier) + w * cross-encoder logit``; then
+verifier, the cross-encoder, ``(1 - w) * logit(verifier) + w * cross-encoder logit``, and the
+same with the cross-encoder's logit floored (``max(logit, floor)``: a "no" from it can only pull
+the verifier down so far); then
 GPTCache's mock benchmark at the stacked cut for precision 0.85 (the cross-encoder logits of the
 fold models averaged: the nearest origin of each question, as the sidecar checks it).
 
@@ -24,6 +26,8 @@ from qqp_folds import recall_at_precision  # noqa: E402
 
 TARGETS = (0.75, 0.80, 0.85, 0.90)
 WEIGHTS = (0.25, 0.5)
+#: floors of the cross-encoder logit, with w = 0.25
+FLOORS = (-2.0, 0.0, 1.0)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -53,16 +57,21 @@ def main() -> None:
         methods["cross-encoder"][folds == k] = run["heldout"]
     for w in WEIGHTS:
         methods[f"stack w={w}"] = (1 - w) * methods["verifier"] + w * methods["cross-encoder"]
+    for floor in FLOORS:
+        floored = np.maximum(methods["cross-encoder"], floor)
+        methods[f"stack w=0.25 floor={floor}"] = 0.75 * methods["verifier"] + 0.25 * floored
     report: dict = {"folds": sorted(runs), "pairs": int(len(y)), "targets": TARGETS, "methods": {}}
     for name, scores in methods.items():
-        report["methods"][name] = {"pooled": curve(scores, y),
-                                   "per_fold_at_0.85": [round(recall_at_precision(scores[folds == k], y[folds == k])[0], 3)
-                                                        for k in sorted(runs)]}
+        per_fold = [round(recall_at_precision(scores[folds == k], y[folds == k])[0], 3) for k in sorted(runs)]
+        report["methods"][name] = {"pooled": curve(scores, y), "per_fold_at_0.85": per_fold}
     if "mock_trees" in v.files:
         own = v["mock_own"]
         ce_mock = np.mean([run["mock"] for run in runs.values()], axis=0)
-        for name, mock in [("verifier", logit(v["mock_trees"]))] + [
-                (f"stack w={w}", (1 - w) * logit(v["mock_trees"]) + w * ce_mock) for w in WEIGHTS]:
+        mocks = [("verifier", logit(v["mock_trees"]))]
+        mocks += [(f"stack w={w}", (1 - w) * logit(v["mock_trees"]) + w * ce_mock) for w in WEIGHTS]
+        mocks += [(f"stack w=0.25 floor={floor}", 0.75 * logit(v["mock_trees"]) + 0.25 * np.maximum(ce_mock, floor))
+                  for floor in FLOORS]
+        for name, mock in mocks:
             cut = recall_at_precision(methods[name], y)[1]
             hit = mock >= cut
             report["methods"][name]["gptcache_at_0.85_cut"] = {"right": int((hit & own).sum()),
