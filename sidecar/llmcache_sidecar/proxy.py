@@ -312,7 +312,7 @@ async def abort(call: asyncio.Task[Sent]) -> None:
 
 
 async def relay(request: web.Request, parsed: ParsedRequest, sent: Sent, result: str, *,
-                store: bool, generation: int | None = None) -> web.StreamResponse:
+                store: bool, generation: int | None) -> web.StreamResponse:
     """Pass the upstream's answer on (a stream as it arrives, else whole) and store it if it is
     a complete answer and ``store`` (kept only if the cache's invalidation ``generation`` is
     still the one read before the call)."""
