@@ -95,8 +95,127 @@ def extra_features(stored: str, asked: str, idf: dict[str, float], unseen: float
     ]
 
 
-def extra_matrix(pairs, idf, unseen) -> np.ndarray:
-    return np.array([extra_features(p.stored, p.asked, idf, unseen) for p in pairs], dtype=np.float64)
+class WordVectors:
+    """Context-free word vectors from the packaged model's own input embedding table (no extra file,
+    no extra model run): a word is the mean of its word pieces' rows, unit length."""
+
+    def __init__(self) -> None:
+        import onnx
+        from onnx import numpy_helper
+        from tokenizers import Tokenizer
+
+        from llmcache_sidecar.default_model import model_files
+
+        files = model_files(None)
+        inits = {i.name: i for i in onnx.load(str(files.model)).graph.initializer}
+        q = numpy_helper.to_array(inits["inner.embeddings.word_embeddings.weight_q"]).astype(np.float32)
+        scale = numpy_helper.to_array(inits["inner.embeddings.word_embeddings.weight_scale"]).astype(np.float32)
+        self.table = q * scale
+        self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, word: str) -> np.ndarray:
+        if word not in self.cache:
+            ids = self.tokenizer.encode(word, add_special_tokens=False).ids or [100]
+            v = self.table[ids].mean(axis=0)
+            self.cache[word] = v / (np.linalg.norm(v) or 1.0)
+        return self.cache[word]
+
+
+SOFT = ("soft_min_stored", "soft_min_asked", "soft_wmean", "soft_low_mass", "soft_worst_idf", "soft_bag_cos")
+
+
+def soft_features(stored: str, asked: str, idf: dict[str, float], unseen: float, vec: WordVectors) -> list[float]:
+    """How well each content word only one side has is matched by some word of the other side."""
+    ws, wa = set(_words(stored)) - STOP, set(_words(asked)) - STOP
+    if not ws or not wa:
+        return [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    ms, ma = np.array([vec(x) for x in sorted(ws)]), np.array([vec(x) for x in sorted(wa)])
+    sim = ms @ ma.T
+    best_s, best_a = dict(zip(sorted(ws), sim.max(axis=1))), dict(zip(sorted(wa), sim.max(axis=0)))
+    unmatched = [(x, best_s[x]) for x in ws - wa] + [(x, best_a[x]) for x in wa - ws]
+    weights = lambda words: np.array([idf.get(x, unseen) for x in words])  # noqa: E731
+    bag_s, bag_a = weights(sorted(ws)) @ ms, weights(sorted(wa)) @ ma
+    bag = float(bag_s @ bag_a / ((np.linalg.norm(bag_s) * np.linalg.norm(bag_a)) or 1.0))
+    if not unmatched:
+        return [1.0, 1.0, 1.0, 0.0, 0.0, bag]
+    w = weights([x for x, _ in unmatched])
+    s = np.array([b for _, b in unmatched], dtype=np.float64)
+    worst = int(np.argmin(s))
+    return [min((best_s[x] for x in ws - wa), default=1.0), min((best_a[x] for x in wa - ws), default=1.0),
+            float(w @ s / w.sum()), float(w[s < 0.4].sum()), float(w[worst]), bag]
+
+
+class TokenVectors:
+    """Contextual token vectors (the model's last hidden state, special tokens dropped, unit length)
+    of each text: what the sidecar's own embedding run yields before pooling."""
+
+    def __init__(self) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from llmcache_sidecar.default_model import model_files
+
+        files = model_files(None)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(files.model), options, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
+        self.tokenizer.enable_truncation(max_length=128)
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def add(self, texts: list[str]) -> None:
+        todo = sorted({t for t in texts if t not in self.known}, key=len)
+        for start in range(0, len(todo), 64):
+            chunk = todo[start:start + 64]
+            enc = self.tokenizer.encode_batch(chunk)
+            ids = np.array([e.ids for e in enc], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+            hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                             "token_type_ids": np.zeros_like(ids)})[0]
+            for text, e, h in zip(chunk, enc, hidden):
+                keep = [i for i, (t, m) in enumerate(zip(e.ids, e.attention_mask)) if m and t not in (101, 102)]
+                if not keep:
+                    keep = [0]
+                v = h[keep]
+                v = v / np.linalg.norm(v, axis=1, keepdims=True)
+                self.known[text] = (np.array([e.ids[i] for i in keep]), v.astype(np.float16))
+
+    def idf(self, questions: list[str]) -> tuple[dict[int, float], float]:
+        df = Counter(t for q in questions for t in set(self.known[q][0].tolist()))
+        n = len(questions)
+        return {t: math.log((n + 1) / (c + 1)) + 1 for t, c in df.items()}, math.log(n + 1) + 1
+
+
+LATE = ("late_mean_stored", "late_mean_asked", "late_min_stored", "late_min_asked", "late_miss_stored",
+        "late_miss_asked", "late_low_mass", "late_worst_idf")
+
+
+def late_features(stored: str, asked: str, tok: TokenVectors, tidf: dict[int, float], tunseen: float) -> list[float]:
+    """Late interaction (ColBERT's MaxSim): how well each token of one question is matched by some
+    token of the other, in context; the weakest matches weighed by token IDF."""
+    (ids_s, s), (ids_a, a) = tok.known[stored], tok.known[asked]
+    sim = s.astype(np.float32) @ a.astype(np.float32).T
+    best_s, best_a = sim.max(axis=1), sim.max(axis=0)
+    w_s = np.array([tidf.get(t, tunseen) for t in ids_s.tolist()])
+    w_a = np.array([tidf.get(t, tunseen) for t in ids_a.tolist()])
+    both_w, both_b = np.concatenate([w_s, w_a]), np.concatenate([best_s, best_a])
+    return [float(best_s.mean()), float(best_a.mean()), float(best_s.min()), float(best_a.min()),
+            float(w_s @ (1 - best_s) / w_s.sum()), float(w_a @ (1 - best_a) / w_a.sum()),
+            float(both_w[both_b < 0.7].sum()), float(both_w[int(np.argmin(both_b))])]
+
+
+def extra_matrix(pairs, idf, unseen, vec: WordVectors | None = None, late=None) -> np.ndarray:
+    """``late``: (TokenVectors, its IDF table, unseen weight) or None."""
+    rows = [extra_features(p.stored, p.asked, idf, unseen) for p in pairs]
+    if vec is not None:
+        rows = [r + soft_features(p.stored, p.asked, idf, unseen, vec) for r, p in zip(rows, pairs)]
+    else:
+        rows = [r + [0.0] * len(SOFT) for r in rows]
+    if late is not None:
+        rows = [r + late_features(p.stored, p.asked, *late) for r, p in zip(rows, pairs)]
+    return np.array(rows, dtype=np.float64)
 
 
 def model(params: dict):
@@ -114,13 +233,15 @@ GROUPS = {
     "misc": ["len_diff", "words_diff", "only_stored", "only_asked", "qword_same", "qword_s", "qword_a", "first2_same",
              "stem_jaccard", "last_word_same"],
     "lex": list(EXTRA),
+    "soft": list(SOFT),
+    "late": list(LATE),
 }
 
 
 def columns(config: str) -> list[int]:
     """'base' or groups/feature names joined by '+' -> columns of EXTRA."""
     names = [n for part in config.split("+") if part != "base" for n in GROUPS.get(part, [part])]
-    return [EXTRA.index(n) for n in dict.fromkeys(names)]
+    return [(EXTRA + SOFT + LATE).index(n) for n in dict.fromkeys(names)]
 
 
 def main() -> None:
@@ -138,9 +259,17 @@ def main() -> None:
     rows = load_rows()
     folds = question_folds(rows)
     vectors = Vectors(None)
+    vec = WordVectors() if "soft" in args.config else None
+    tok = TokenVectors() if "late" in args.config else None
     made_for = {k: [p for _, p in rule_pairs(questions_of(fold_pairs(rows, folds, {k})), args.per_kind // 4, seed=k)]
                 for k in range(5)}
     vectors.add([t for m in made_for.values() for p in m for t in (p.stored, p.asked)])
+    if tok is not None:
+        started = time.monotonic()
+        tok.add(questions_of(fold_pairs(rows, folds, set(range(5))))
+                + [t for m in made_for.values() for p in m for t in (p.stored, p.asked)])
+        print(f"token vectors of {len(tok.known)} texts in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    late_of = lambda qs: None if tok is None else (tok, *tok.idf(qs))  # noqa: E731
     held_out = [int(k) for k in args.folds.split(",")]
     cache: dict = {}
     for name in args.config.split(","):
@@ -154,20 +283,22 @@ def main() -> None:
                      + [p for f in train_folds for p in made_for[f]])
             test = fold_pairs(rows, folds, {k})
             if k not in cache:
-                idf, unseen = idf_table(questions_of(fold_pairs(rows, folds, set(train_folds))))
+                train_qs = questions_of(fold_pairs(rows, folds, set(train_folds)))
+                idf, unseen = idf_table(train_qs)
                 xtr, ytr = features_of(train, vectors.known)
                 xte, yte = features_of(test, vectors.known)
                 if args.cross_idf:  # a training fold's pairs weighed by the other training folds' questions
                     parts = []
                     for f in train_folds:
                         others = set(train_folds) - {f}
-                        fidf, funseen = idf_table(questions_of(fold_pairs(rows, folds, others)))
-                        parts.append((f, extra_matrix(fold_pairs(rows, folds, {f}), fidf, funseen),
-                                      extra_matrix(made_for[f], fidf, funseen)))
+                        other_qs = questions_of(fold_pairs(rows, folds, others))
+                        fidf, funseen = idf_table(other_qs)
+                        parts.append((f, extra_matrix(fold_pairs(rows, folds, {f}), fidf, funseen, vec, late_of(other_qs)),
+                                      extra_matrix(made_for[f], fidf, funseen, vec, late_of(other_qs))))
                     etr = np.vstack([e for _, e, _ in parts] + [m for _, _, m in parts])
                 else:
-                    etr = extra_matrix(train, idf, unseen)
-                cache[k] = (xtr, ytr, xte, yte, etr, extra_matrix(test, idf, unseen))
+                    etr = extra_matrix(train, idf, unseen, vec, late_of(train_qs))
+                cache[k] = (xtr, ytr, xte, yte, etr, extra_matrix(test, idf, unseen, vec, late_of(train_qs)))
             xtr, ytr, xte, yte, etr, ete = cache[k]
             if args.pairs_only:
                 xtr, xte = xtr[:, :11], xte[:, :11]
