@@ -3,7 +3,7 @@ PYTHON ?= python3
 .PHONY: install test test-all e2e run
 
 install:
-	$(PYTHON) -m pip install -e '.[test]'
+	$(PYTHON) -m pip install -e '.[test,tune]'
 
 ## The test suite CI runs (slow tests run in their short configuration).
 test:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qqp_folds import MOCK_PAIRS, load_rows, question_folds, recall_at_precision  # noqa: E402
 
 from llmcache_sidecar.calibration import embed_texts  # noqa: E402
+from llmcache_sidecar.crossencoder_training import TrainingOptions, train_crossencoder  # noqa: E402
 from llmcache_sidecar.default_model import model_files  # noqa: E402
 from llmcache_sidecar.embedder import OnnxEmbedder  # noqa: E402
 from llmcache_sidecar.embedding_tuning import base_model_path  # noqa: E402
 from llmcache_sidecar.verifier_training import rule_pairs  # noqa: E402
-
-
-def batches(pairs: list[tuple[str, str, float]], size: int, rng: random.Random):
-    order = list(range(len(pairs)))
-    rng.shuffle(order)
-    for start in range(0, len(order), size):
-        yield [pairs[i] for i in order[start:start + size]]
 
 
 def score(model, tokenizer, torch, pairs: list[tuple[str, str]], max_len: int, size: int = 128) -> np.ndarray:
@@ -70,50 +62,19 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
     rows = load_rows()
     folds = question_folds(rows)
     train_rows = [r for r, f in zip(rows, folds) if f != args.fold]
     test_rows = [r for r, f in zip(rows, folds) if f == args.fold]
-    train: list[tuple[str, str, float]] = [(r["a"], r["b"], float(r["duplicate"])) for r in train_rows]
+    train: list[tuple[str, str, bool]] = [(r["a"], r["b"], bool(r["duplicate"])) for r in train_rows]
     for k in sorted(set(folds.tolist()) - {args.fold}):
         qs = sorted({q for r, f in zip(rows, folds) if f == k for q in (r["a"], r["b"])})
-        train += [(p.stored, p.asked, float(p.duplicate)) for _, p in rule_pairs(qs, args.per_kind, seed=k)]
-    train += [(b, a, y) for a, b, y in train]
-
-    path = base_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    steps_total = int(args.epochs * len(train) / args.batch_size)
-    warm = max(1, steps_total // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / steps_total))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    started, step, losses = time.monotonic(), 0, []
-    model.train()
-    while step < steps_total:
-        for batch in batches(train, args.batch_size, rng):
-            if step >= steps_total:
-                break
-            enc = tokenizer([a for a, _, _ in batch], [b for _, b, _ in batch], truncation=True,
-                            max_length=args.max_len, padding=True, return_tensors="pt")
-            loss = loss_fn(model(**enc).logits[:, 0], torch.tensor([y for _, _, y in batch]))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            step += 1
-            if step % 50 == 0:
-                print(f"step {step}/{steps_total} loss {np.mean(losses[-50:]):.4f} "
-                      f"{(time.monotonic() - started) / 60:.1f} min", file=sys.stderr, flush=True)
-    train_minutes = (time.monotonic() - started) / 60
+        train += [(p.stored, p.asked, p.duplicate) for _, p in rule_pairs(qs, args.per_kind, seed=k)]
+    options = TrainingOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                              max_tokens=args.max_len, seed=args.seed, threads=args.threads, max_minutes=1e9)
+    model, tokenizer, report = train_crossencoder(train, base_model_path(), options)
+    step, train_minutes = report["steps"], report["seconds"] / 60
 
     y = np.array([bool(r["duplicate"]) for r in test_rows])
     held = score(model, tokenizer, torch, [(r["a"], r["b"]) for r in test_rows], args.max_len)
@@ -130,7 +91,7 @@ def main() -> None:
     hit = mock_scores >= cut
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez(args.out / "scores.npz", heldout=held, labels=y, mock=mock_scores, mock_own=own)
-    summary = {"fold": args.fold, "train_pairs": len(train), "steps": step, "train_minutes": round(train_minutes, 1),
+    summary = {"fold": args.fold, "train_pairs": report["rows"], "steps": step, "train_minutes": round(train_minutes, 1),
                "recall_at_p85": round(recall, 4), "cut": round(cut, 4),
                "recall_at": {str(t): round(recall_at_precision(held, y, t)[0], 4) for t in (0.75, 0.8, 0.9, 0.95)},
                "gptcache_at_cut": {"right": int((hit & own).sum()), "wrong": int((hit & ~own).sum())},

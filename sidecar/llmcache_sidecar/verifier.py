@@ -24,7 +24,8 @@ The model is a logistic regression or gradient-boosted trees trained offline
 arrays, the precision -> probability-cut table measured on held-out pairs, and the provenance.
 Inference is numpy only (no scikit-learn, no torch) and scores the top-k candidates of a lookup
 in one call; a hit is the best-scoring candidate whose probability reaches the cut the user's
-target precision picks.
+target precision picks.  A file written by ``llmcache tune --crossencoder`` also names a second
+opinion (:mod:`.crossencoder`) asked about the candidates the verifier rates likely.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import DEFAULT_TARGET_PRECISION, Settings
+from .crossencoder import SECTION, CrossEncoderError, SecondOpinion, load_second_opinion
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +279,8 @@ class Verifier:
     provenance: dict[str, Any]
     #: word weights of the lexical features; None: the first pair features only (older files)
     weights: WordWeights | None = None
+    #: the cross-encoder asked after the verifier (``llmcache tune --crossencoder``), if any
+    second: SecondOpinion | None = None
 
     def probability(self, stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
         raw = self.model.raw(feature_matrix(stored, asked, u, v, self.weights))
@@ -310,9 +314,17 @@ def load_verifier(path: Path) -> Verifier:
     except ValueError as exc:
         raise VerifierError(f"{path}: not JSON ({exc})") from exc
     try:
-        return verifier_from_dict(data)
+        verifier = verifier_from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise VerifierError(f"{path}: not a {FORMAT} file ({type(exc).__name__}: {exc})") from exc
+    if SECTION not in data:
+        return verifier
+    try:
+        return replace(verifier, second=load_second_opinion(path.parent, data[SECTION]))
+    except (CrossEncoderError, KeyError, TypeError, ValueError) as exc:
+        # the verifier's own cuts were measured without it: still sound, only less recall
+        log.error("%s: the second opinion (cross-encoder) is not used, the verifier decides alone: %s", path, exc)
+        return verifier
 
 
 def verifier_from_dict(data: dict[str, Any]) -> Verifier:
@@ -361,12 +373,16 @@ class MatchPolicy:
     candidates: int = 1
     #: candidates below this cosine are not worth scoring (the verifier never accepts them)
     floor: float = 0.5
+    #: with a second opinion: the cut of the stacked score (``cut`` is then its gate)
+    second_cut: float = 0.0
 
     def describe(self) -> str:
         if self.verifier is None:
             return f"cosine threshold {self.threshold:.3f}"
+        second = "" if self.verifier.second is None else \
+            f", then the cross-encoder: stacked score cut {self.second_cut:.3f}"
         return (f"verifier ({self.verifier.provenance.get('kind', '?')}) cut {self.cut:.3f} over the top "
-                f"{self.candidates}; cosine threshold {self.threshold:.3f} for entries without text")
+                f"{self.candidates}{second}; cosine threshold {self.threshold:.3f} for entries without text")
 
 
 def packaged_verifier_path() -> Path:
@@ -417,4 +433,7 @@ def match_policy(settings: Settings, model_sha256: str) -> MatchPolicy:
     if verifier is None or settings.verifier == "off":
         return MatchPolicy(threshold=threshold)
     target = settings.target_precision if settings.target_precision is not None else DEFAULT_TARGET_PRECISION
+    if verifier.second is not None:
+        return MatchPolicy(threshold=threshold, verifier=verifier, cut=verifier.second.gate,
+                           second_cut=verifier.second.cut_for(target))
     return MatchPolicy(threshold=threshold, verifier=verifier, cut=verifier.cut_for(target))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,44 @@ def test_tune_with_finetune_writes_a_model_directory_the_sidecar_loads(small_pai
     policy = match_policy(load_settings({"LLMCACHE_UPSTREAM_URL": "http://up:8000", "LLMCACHE_EMBEDDING_MODEL": str(out)}),
                           model_sha)
     assert policy.verifier is not None, "the verifier beside the model is picked up"
+
+
+@pytest.mark.slow
+def test_tune_with_crossencoder_writes_a_second_opinion_the_sidecar_loads(
+        tuned_with_crossencoder: tuple[Path, Path, str]) -> None:
+    """--crossencoder: trained on the training pairs, int8 ONNX beside verifier.json, pinned by
+    sha256, calibrated on the held-out pairs; the policy then gates on the verifier and cuts the
+    stacked score."""
+    out, pairs, printed = tuned_with_crossencoder
+    assert "tuned verifier + cross-encoder" in printed and "crossencoder.onnx" in printed
+    document = json.loads((out / "verifier.json").read_text())
+    section = document["second_opinion"]
+    assert section["model_sha256"] == sha256_of(out / "crossencoder.onnx")
+    assert section["training"]["steps"] > 0 and "--crossencoder" in document["provenance"]["command"]
+    verifier = load_verifier(out)
+    assert verifier.second is not None
+    assert all(0.7 <= p <= 0.99 for p, _, _ in verifier.second.cuts)
+    stored, asked = "How do I learn Python quickly?", "What is the fastest way to learn Python?"
+    both = verifier.second.encoder.logits([stored, asked], [asked, stored])
+    assert both.shape == (2,) and abs(both[0] - both[1]) < 1e-4, "both orders are averaged: symmetric"
+    policy = match_policy(load_settings({"LLMCACHE_UPSTREAM_URL": "http://up:8000", "LLMCACHE_VERIFIER_PATH": str(out),
+                                         "LLMCACHE_TARGET_PRECISION": "0.8"}), MODEL_SHA256)
+    assert policy.verifier is not None and policy.cut == verifier.second.gate
+    assert policy.second_cut == verifier.second.cut_for(0.8)
+    assert "cross-encoder" in policy.describe()
+
+
+@pytest.mark.slow
+def test_an_altered_crossencoder_is_not_used_and_the_verifier_decides_alone(
+        tuned_with_crossencoder: tuple[Path, Path, str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out, _, _ = tuned_with_crossencoder
+    copy = tmp_path / "tuned"
+    shutil.copytree(out, copy)
+    with (copy / "crossencoder.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    verifier = load_verifier(copy)
+    assert verifier.second is None and verifier.cuts == load_verifier(out).cuts
+    assert "not used" in caplog.text and "sha256" in caplog.text
+    policy = match_policy(load_settings({"LLMCACHE_UPSTREAM_URL": "http://up:8000", "LLMCACHE_VERIFIER_PATH": str(copy),
+                                         "LLMCACHE_TARGET_PRECISION": "0.8"}), MODEL_SHA256)
+    assert policy.verifier is not None and policy.cut == verifier.cut_for(0.8)

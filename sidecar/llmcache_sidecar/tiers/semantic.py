@@ -106,15 +106,19 @@ class MilvusSemanticTier:
         policy = self.options.policy
         k = policy.candidates if policy is not None and policy.verifier is not None else 1
         hits = self._index.candidates(request.revision, request.tenant, request.scope, vector, self._clock(), k)
-        hit = self._decide(request.query, vector, hits)
+        hit, probability = self._decide(request.query, vector, hits)
+        if hit is not None and probability is not None and not await self._second_opinion(hit, request.query,
+                                                                                          probability):
+            return None
         return SemanticMatch(key=hit.key, similarity=hit.similarity) if hit is not None else None
 
-    def _decide(self, query: str, vector: np.ndarray, hits: list[IndexHit]) -> IndexHit | None:
-        """The candidate to serve: the verifier's best among those with text, if it reaches the
-        cut; else the nearest text-less one, if it reaches the cosine threshold."""
+    def _decide(self, query: str, vector: np.ndarray, hits: list[IndexHit]) -> tuple[IndexHit | None, float | None]:
+        """The candidate to serve and the verifier's probability for it: the verifier's best among
+        those with text, if it reaches the cut; else the nearest text-less one, if it reaches the
+        cosine threshold (no probability then)."""
         policy = self.options.policy
         if policy is None or policy.verifier is None:
-            return hits[0] if hits and hits[0].similarity >= self.options.threshold else None
+            return (hits[0] if hits and hits[0].similarity >= self.options.threshold else None), None
         texted = [h for h in hits if h.text and h.similarity >= policy.floor]
         if texted:
             stored = np.stack([h.vector for h in texted])  # type: ignore[misc]
@@ -122,9 +126,20 @@ class MilvusSemanticTier:
                                                       stored, np.broadcast_to(vector, stored.shape))
             best = int(probability.argmax())
             if probability[best] >= policy.cut:
-                return texted[best]
+                return texted[best], float(probability[best])
         textless = [h for h in hits if not h.text]
-        return textless[0] if textless and textless[0].similarity >= policy.threshold else None
+        return (textless[0] if textless and textless[0].similarity >= policy.threshold else None), None
+
+    async def _second_opinion(self, hit: IndexHit, query: str, probability: float) -> bool:
+        """With a cross-encoder in the verifier file: does the stacked score reach its cut?
+        (Run off the loop: a few milliseconds of CPU.)  Without one: yes."""
+        policy = self.options.policy
+        assert policy is not None and policy.verifier is not None and hit.text
+        second = policy.verifier.second
+        if second is None:
+            return True
+        ce = await asyncio.to_thread(second.encoder.logits, [hit.text], [query[:QUERY_MAX]])
+        return bool(second.stacked(np.array([probability]), ce)[0] >= policy.second_cut)
 
     async def store(self, request: CacheRequest) -> None:
         if request.query is None or self._starting:
