@@ -131,9 +131,20 @@ def gptcache_mock_benchmark(embedder: OnnxEmbedder, origins: Sequence[str], simi
 
 def verifier_curve(verifier: Verifier, embedder: OnnxEmbedder, pairs: Sequence[LabelledPair]) -> list[tuple[float, CurvePoint]]:
     """For each row of the verifier's precision table (measured on its own held-out pairs): the
-    precision and recall its cut gives on ``pairs`` (``CurvePoint.threshold`` is the cut)."""
+    precision and recall its cut gives on ``pairs`` (``CurvePoint.threshold`` is the cut).  With a
+    second opinion, the decision the sidecar makes: the stacked score and its table, the
+    cross-encoder asked where the verifier's probability reaches the gate."""
     vectors = embed_texts(embedder, [p.a for p in pairs] + [p.b for p in pairs])
     probability = verifier.probability([p.a for p in pairs], [p.b for p in pairs], vectors[: len(pairs)],
                                        vectors[len(pairs):])
     duplicate = np.array([p.duplicate for p in pairs])
-    return [(precision, precision_recall_curve(probability, duplicate, [cut])[0]) for precision, cut, _ in verifier.cuts]
+    score, cuts = probability, verifier.cuts
+    if verifier.second is not None:
+        second, asked = verifier.second, np.flatnonzero(probability >= verifier.second.gate)
+        ce = np.zeros(len(pairs))
+        for start in range(0, len(asked), 64):
+            chunk = asked[start:start + 64]
+            ce[chunk] = second.encoder.logits([pairs[i].a for i in chunk], [pairs[i].b for i in chunk])
+        score = np.where(probability >= second.gate, second.stacked(probability, ce), -np.inf)
+        cuts = second.cuts
+    return [(precision, precision_recall_curve(score, duplicate, [cut])[0]) for precision, cut, _ in cuts]

@@ -71,7 +71,9 @@ def _calibrate_verifier(args: argparse.Namespace, embedder: object, pairs: list)
     if verifier is None:
         return
     out = sys.stderr if args.json else sys.stdout
-    print(f"match verifier {path} (LLMCACHE_TARGET_PRECISION picks its cut; precision/recall measured here):", file=out)
+    second = "" if verifier.second is None else ", with its cross-encoder second opinion (cut: the stacked score's)"
+    print(f"match verifier {path}{second} (LLMCACHE_TARGET_PRECISION picks its cut; precision/recall measured here):",
+          file=out)
     print(f"{'target':>9}  {'cut':>6}  {'hits':>6}  {'precision':>9}  {'recall':>6}", file=out)
     for target, p in verifier_curve(verifier, embedder, pairs):  # type: ignore[arg-type]
         print(f"{target:>9.2f}  {p.threshold:>6.3f}  {p.hits:>6}  {p.precision:>9.3f}  {p.recall:>6.3f}", file=out)

@@ -135,3 +135,19 @@ def test_an_altered_crossencoder_is_not_used_and_the_verifier_decides_alone(
     policy = match_policy(load_settings({"LLMCACHE_UPSTREAM_URL": "http://up:8000", "LLMCACHE_VERIFIER_PATH": str(copy),
                                          "LLMCACHE_TARGET_PRECISION": "0.8"}), MODEL_SHA256)
     assert policy.verifier is not None and policy.cut == verifier.cut_for(0.8)
+
+
+@pytest.mark.slow
+def test_calibrate_measures_the_stacked_decision_of_a_second_opinion(
+        tuned_with_crossencoder: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    out, pairs, _ = tuned_with_crossencoder
+    assert main(["calibrate", "--pairs", str(pairs), "--target-precision", "0.8", "--device", "cpu",
+                 "--verifier", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cross-encoder second opinion" in printed
+    section = printed.split("match verifier", 1)[1].split("\nthreshold ", 1)[0]
+    rows = [line.split() for line in section.splitlines()[2:] if line.strip()]
+    second = load_verifier(out).second
+    assert second is not None
+    assert [float(row[1]) for row in rows] == pytest.approx([cut for _, cut, _ in second.cuts], abs=1e-3), \
+        "the cuts measured are the stacked score's, not the verifier's"
