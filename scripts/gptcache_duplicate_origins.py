@@ -5,7 +5,8 @@ question's nearest origin is another row with the very same text, the cache retu
 stored for that text: scored by row id it is a *wrong* hit, though no cache keyed by the question
 can tell the two rows apart.  This prints, for the packaged embedding + verifier at the cut of
 every target precision of the verifier's table, right / wrong by row id (the benchmark's rule)
-and with such hits counted right.
+and with such hits counted right.  A verifier file with a cross-encoder second opinion
+(``llmcache tune --crossencoder``) is judged by its stacked score and table, as the sidecar does.
 
     python scripts/gptcache_duplicate_origins.py [--verifier FILE]
 """
@@ -47,10 +48,17 @@ def main() -> None:
     verifier = load_verifier(args.verifier)
     score = verifier.probability([rows[j]["origin"] for j in nearest], [r["similar"] for r in rows],
                                  stored[nearest], asked)
+    cuts = verifier.cuts
+    if verifier.second is not None:  # the decision the sidecar makes with a second opinion
+        second = verifier.second
+        ce = np.array([second.encoder.logits([rows[j]["origin"]], [r["similar"]])[0] if p >= second.gate else 0.0
+                       for r, j, p in zip(rows, nearest, score)])
+        score, cuts = np.where(score >= second.gate, second.stacked(score, ce), -np.inf), second.cuts
+        print(f"with the cross-encoder second opinion (asked for {int((ce != 0).sum())} questions)")
     own = nearest == np.arange(len(rows))
     same_text = np.array([texts[i] == texts[j] for i, j in enumerate(nearest)])
     print("target  by row id: right / wrong (wrong share)   identical origin text counted right")
-    for precision, cut, _ in verifier.cuts:
+    for precision, cut, _ in cuts:
         hit = score >= cut
         right, wrong = int((hit & own).sum()), int((hit & ~own).sum())
         right2, wrong2 = int((hit & (own | same_text)).sum()), int((hit & ~(own | same_text)).sum())
