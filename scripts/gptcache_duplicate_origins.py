@@ -51,10 +51,9 @@ def main() -> None:
     cuts = verifier.cuts
     if verifier.second is not None:  # the decision the sidecar makes with a second opinion
         second = verifier.second
-        ce = np.array([second.encoder.logits([rows[j]["origin"]], [r["similar"]])[0] if p >= second.gate else 0.0
-                       for r, j, p in zip(rows, nearest, score)])
-        score, cuts = np.where(score >= second.gate, second.stacked(score, ce), -np.inf), second.cuts
-        print(f"with the cross-encoder second opinion (asked for {int((ce != 0).sum())} questions)")
+        print(f"with the cross-encoder second opinion (asked for {int((score >= second.gate).sum())} questions)")
+        score, cuts = second.scores(score, [rows[j]["origin"] for j in nearest], [r["similar"] for r in rows]), \
+            second.cuts
     own = nearest == np.arange(len(rows))
     same_text = np.array([texts[i] == texts[j] for i, j in enumerate(nearest)])
     print("target  by row id: right / wrong (wrong share)   identical origin text counted right")

@@ -140,11 +140,6 @@ def verifier_curve(verifier: Verifier, embedder: OnnxEmbedder, pairs: Sequence[L
     duplicate = np.array([p.duplicate for p in pairs])
     score, cuts = probability, verifier.cuts
     if verifier.second is not None:
-        second, asked = verifier.second, np.flatnonzero(probability >= verifier.second.gate)
-        ce = np.zeros(len(pairs))
-        for start in range(0, len(asked), 64):
-            chunk = asked[start:start + 64]
-            ce[chunk] = second.encoder.logits([pairs[i].a for i in chunk], [pairs[i].b for i in chunk])
-        score = np.where(probability >= second.gate, second.stacked(probability, ce), -np.inf)
-        cuts = second.cuts
+        score = verifier.second.scores(probability, [p.a for p in pairs], [p.b for p in pairs])
+        cuts = verifier.second.cuts
     return [(precision, precision_recall_curve(score, duplicate, [cut])[0]) for precision, cut, _ in cuts]

@@ -77,11 +77,18 @@ class SecondOpinion:
     def stacked(self, probability: np.ndarray, ce_logit: np.ndarray) -> np.ndarray:
         return (1 - self.weight) * logit(probability) + self.weight * ce_logit
 
-    def cut_for(self, target_precision: float) -> float:
-        for precision, cut, _ in self.cuts:
-            if precision >= target_precision - 1e-9:
-                return cut
-        return self.cuts[-1][1]
+    def scores(self, probability: np.ndarray, stored: Sequence[str], asked: Sequence[str], batch: int = 64
+               ) -> np.ndarray:
+        """The score the sidecar compares with the cut, for many pairs at once: stacked where the
+        verifier's probability reaches the gate (the cross-encoder asked about those only), -inf
+        (never a hit) below it."""
+        probability = np.asarray(probability, dtype=np.float64)
+        asked_idx = np.flatnonzero(probability >= self.gate)
+        ce = np.zeros(len(probability))
+        for start in range(0, len(asked_idx), batch):
+            chunk = asked_idx[start:start + batch]
+            ce[chunk] = self.encoder.logits([stored[i] for i in chunk], [asked[i] for i in chunk])
+        return np.where(probability >= self.gate, self.stacked(probability, ce), -np.inf)
 
 
 def load_second_opinion(directory: Path, section: dict[str, Any]) -> SecondOpinion:

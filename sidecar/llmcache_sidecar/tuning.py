@@ -129,15 +129,9 @@ def _second_opinion(args: argparse.Namespace, train: list[LabelledPair], groups:
     print(f"cross-encoder: {report['steps']} of {report['steps_planned']} steps in {report['seconds']:.0f} s")
     model_path, tokenizer_path = export_crossencoder(model, tokenizer, args.out)
     encoder = CrossEncoder(model_path, tokenizer_path, MAX_TOKENS, threads=max(1, args.threads))
-    asked = np.flatnonzero(held_probability >= GATE)
-    ce = np.zeros(len(held))
-    for start in range(0, len(asked), 64):
-        chunk = asked[start:start + 64]
-        ce[chunk] = encoder.logits([held[i].a for i in chunk], [held[i].b for i in chunk])
-    second = SecondOpinion(encoder=encoder, weight=WEIGHT, gate=GATE, cuts=((1.0, 0.0, 0.0),))
-    never = -1e6  # below the gate: the cross-encoder is not asked, and there is no hit
-    stacked = np.where(held_probability >= GATE, second.stacked(held_probability, ce), never)
-    cuts = [row for row in precision_table(stacked, y_held) if row[1] > never / 2]
+    second = SecondOpinion(encoder=encoder, weight=WEIGHT, gate=GATE, cuts=())
+    stacked = second.scores(held_probability, [p.a for p in held], [p.b for p in held])
+    cuts = [row for row in precision_table(stacked, y_held) if np.isfinite(row[1])]
     if not cuts:
         model_path.unlink()
         tokenizer_path.unlink()

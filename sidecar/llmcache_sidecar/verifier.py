@@ -435,5 +435,5 @@ def match_policy(settings: Settings, model_sha256: str) -> MatchPolicy:
     target = settings.target_precision if settings.target_precision is not None else DEFAULT_TARGET_PRECISION
     if verifier.second is not None:
         return MatchPolicy(threshold=threshold, verifier=verifier, cut=verifier.second.gate,
-                           second_cut=verifier.second.cut_for(target))
+                           second_cut=_lookup(verifier.second.cuts, target))
     return MatchPolicy(threshold=threshold, verifier=verifier, cut=verifier.cut_for(target))

@@ -3,7 +3,6 @@ built-in kinds against Kubernetes' schemas, and the app still valid once the sid
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jsonschema

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llmcache_sidecar.config import load_settings
@@ -114,10 +115,13 @@ def test_tune_with_crossencoder_writes_a_second_opinion_the_sidecar_loads(
     stored, asked = "How do I learn Python quickly?", "What is the fastest way to learn Python?"
     both = verifier.second.encoder.logits([stored, asked], [asked, stored])
     assert both.shape == (2,) and abs(both[0] - both[1]) < 1e-4, "both orders are averaged: symmetric"
+    gated = verifier.second.scores(np.array([0.2, 0.9]), [stored, stored], [asked, asked])
+    assert gated[0] == -np.inf, "below the gate the cross-encoder is not asked and there is no hit"
+    assert gated[1] == pytest.approx(verifier.second.stacked(np.array([0.9]), both[:1])[0], abs=1e-4)
     policy = match_policy(load_settings({"LLMCACHE_UPSTREAM_URL": "http://up:8000", "LLMCACHE_VERIFIER_PATH": str(out),
                                          "LLMCACHE_TARGET_PRECISION": "0.8"}), MODEL_SHA256)
     assert policy.verifier is not None and policy.cut == verifier.second.gate
-    assert policy.second_cut == verifier.second.cut_for(0.8)
+    assert policy.second_cut == next(cut for p, cut, _ in verifier.second.cuts if p >= 0.8)
     assert "cross-encoder" in policy.describe()
 
 
