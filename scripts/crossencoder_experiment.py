@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=96)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-cosine", type=float, default=None,
+                        help="train only on pairs whose packaged-embedding cosine reaches this (the region where "
+                             "the verifier's gate lets the cross-encoder be asked)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -71,6 +74,14 @@ def main() -> None:
     for k in sorted(set(folds.tolist()) - {args.fold}):
         qs = sorted({q for r, f in zip(rows, folds) if f == k for q in (r["a"], r["b"])})
         train += [(p.stored, p.asked, p.duplicate) for _, p in rule_pairs(qs, args.per_kind, seed=k)]
+    embedder = OnnxEmbedder(model_files(None), "cpu", threads=args.threads)
+    if args.min_cosine is not None:
+        u = embed_texts(embedder, [a for a, _, _ in train])
+        v = embed_texts(embedder, [b for _, b, _ in train])
+        kept = [row for row, c in zip(train, (u * v).sum(axis=1)) if c >= args.min_cosine]
+        print(f"--min-cosine {args.min_cosine}: {len(kept)} of {len(train)} training pairs kept "
+              f"({sum(y for _, _, y in kept)} duplicates)", file=sys.stderr)
+        train = kept
     options = TrainingOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                               max_tokens=args.max_len, seed=args.seed, threads=args.threads, max_minutes=1e9)
     model, tokenizer, report = train_crossencoder(train, base_model_path(), options)
@@ -81,7 +92,6 @@ def main() -> None:
     recall, cut = recall_at_precision(held, y)
 
     mock = json.loads(MOCK_PAIRS.read_text())
-    embedder = OnnxEmbedder(model_files(None), "cpu", threads=args.threads)
     stored = embed_texts(embedder, [m["origin"] for m in mock])
     asked = embed_texts(embedder, [m["similar"] for m in mock])
     nearest = (asked @ stored.T).argmax(axis=1)
