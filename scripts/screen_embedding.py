@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from qqp_folds import recall_at_precision  # noqa: E402
+
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "qqp-pairs-dev.jsonl"
-
-
-def recall_at_precision(scores: np.ndarray, duplicate: np.ndarray, target: float) -> float:
-    """The most recall any cut on `scores` keeps while precision stays at or above `target`."""
-    order = np.argsort(-scores)
-    true_positives = np.cumsum(duplicate[order])
-    precision = true_positives / np.arange(1, len(scores) + 1)
-    recall = true_positives / duplicate.sum()
-    kept = precision >= target
-    return float(recall[kept].max()) if kept.any() else 0.0
 
 
 def main() -> None:
@@ -47,7 +41,7 @@ def main() -> None:
     seconds = time.perf_counter() - started
     cosine = (stored * asked).sum(axis=1)
     print(f"{2 * len(pairs)} questions embedded in {seconds:.0f} s")
-    print(" ".join(f"R@P{t:.2f} {recall_at_precision(cosine, duplicate, t):.3f}" for t in (0.75, 0.80, 0.85, 0.90)))
+    print(" ".join(f"R@P{t:.2f} {recall_at_precision(cosine, duplicate, t)[0]:.3f}" for t in (0.75, 0.80, 0.85, 0.90)))
 
 
 if __name__ == "__main__":
