@@ -160,3 +160,19 @@ async def _raises(awaitable: Any) -> bool:
 
 def test_collection_names_are_valid_milvus_names() -> None:
     assert collection_name("my-cache.v2") == "llmcache_my_cache_v2"
+
+
+async def test_a_collection_of_another_embedding_model_is_refused(milvus_lite_path: str, cache_name: str) -> None:
+    """Switching LLMCACHE_EMBEDDING_MODEL on a cache must not compare new questions with vectors
+    another model made: the collection is refused (the tier stays off) until it is dropped."""
+    first = MilvusStore(milvus_lite_path, cache_name, 4, model="a" * 64)
+    await first.connect()
+    await first.aclose()
+    for dim, model in ((4, "b" * 64), (8, "a" * 64)):
+        other = MilvusStore(milvus_lite_path, cache_name, dim, model=model)
+        with pytest.raises(MilvusError, match="another embedding model"):
+            await other.connect()
+        await other.aclose()
+    same = MilvusStore(milvus_lite_path, cache_name, 4, model="a" * 64)
+    await same.connect()
+    await same.aclose()

@@ -64,6 +64,10 @@ class MilvusError(RuntimeError):
     backend = "milvus"
 
 
+#: the collection property naming the embedding model (sha256 of its model.onnx) that filled it
+MODEL_PROPERTY = "llmcache.embedding_model_sha256"
+
+
 def collection_name(cache_name: str) -> str:
     """``llmcache_<cache>``, with what Milvus does not allow in a name (``-``, ``.``) made ``_``."""
     return "llmcache_" + re.sub(r"[^A-Za-z0-9_]", "_", cache_name)
@@ -95,11 +99,14 @@ def entry_of(row: dict[str, Any]) -> IndexEntry:
 class MilvusStore:
     """Async wrapper of one collection.  Every failure raises :class:`MilvusError`."""
 
-    def __init__(self, uri: str, cache_name: str, dim: int, *, token: str | None = None) -> None:
+    def __init__(self, uri: str, cache_name: str, dim: int, *, token: str | None = None, model: str = "") -> None:
+        """``model``: what identifies the embedding model (its sha256), recorded as a collection
+        property; a collection filled by another model (or of another dimension) is refused."""
         self.uri = uri
         self.collection = collection_name(cache_name)
         self.dim = dim
         self.token = token
+        self.model = model
         #: whether the collection has the ``query`` field (False: an old collection Milvus could
         #: not extend; entries are then stored and read without their text)
         self.has_text = True
@@ -148,13 +155,27 @@ class MilvusStore:
             schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=QUERY_MAX_BYTES, nullable=True)
             index = client.prepare_index_params()
             index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="IP")
-            client.create_collection(self.collection, schema=schema, index_params=index, timeout=CALL_TIMEOUT_SECONDS)
+            client.create_collection(self.collection, schema=schema, index_params=index, timeout=CALL_TIMEOUT_SECONDS,
+                                     properties={MODEL_PROPERTY: self.model} if self.model else {})
             log.info("created Milvus collection %s at %s", self.collection, self.uri)
             self.has_text = True
         else:
+            self._check_model(client.describe_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS))
             client.load_collection(self.collection, timeout=CALL_TIMEOUT_SECONDS)
             self.has_text = self._text_field(client)
         self._client = client
+
+    def _check_model(self, described: dict[str, Any]) -> None:
+        """Refuse a collection whose vectors another embedding model made: compared with this
+        model's they would match unrelated questions (same dimension) or fail every call."""
+        dims = [int(f.get("params", {}).get("dim", 0)) for f in described["fields"] if f["name"] == "vector"]
+        other = str((described.get("properties") or {}).get(MODEL_PROPERTY, ""))
+        if dims != [self.dim] or (self.model and other and other != self.model):
+            raise MilvusError(
+                f"Milvus collection {self.collection} holds vectors of another embedding model "
+                f"({dims[0] if dims else '?'} dimensions, model {other[:12] or 'unrecorded'}; this sidecar's: "
+                f"{self.dim}, {self.model[:12] or 'unrecorded'}): the semantic tier stays off; drop the collection "
+                f"or use another cache name")
 
     def _text_field(self, client: Any) -> bool:
         """Whether the existing collection has ``query``, adding it when Milvus can."""

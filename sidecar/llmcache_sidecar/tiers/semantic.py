@@ -344,7 +344,7 @@ async def open_semantic_tier(settings: Settings, *, observe_embedding: Callable[
     policy = await asyncio.to_thread(match_policy, settings, model_sha256)
     log.info("semantic hits decided by: %s", policy.describe())
     batcher = BatchingEmbedder(embedder, observe=observe_embedding)
-    store = MilvusStore(settings.milvus_uri, settings.cache_name, embedder.dim)
+    store = MilvusStore(settings.milvus_uri, settings.cache_name, embedder.dim, model=model_sha256)
     options = SemanticOptions(threshold=policy.threshold, ttl_seconds=settings.effective_semantic_ttl, policy=policy)
     tier = MilvusSemanticTier(batcher, store, options)
     await tier.start()
