@@ -57,10 +57,10 @@ class Vectors:
     """text -> embedding of one model, kept in /tmp per model digest (texts + vectors), so a rerun
     embeds only texts it has not seen."""
 
-    def __init__(self, model_dir: str | None) -> None:
+    def __init__(self, model_dir: str | None, threads: int = 1) -> None:
         self.files = model_files(model_dir)
         self.sha256 = sha256_of(self.files.model)
-        self.embedder = OnnxEmbedder(self.files, "cpu", threads=1)
+        self.embedder = OnnxEmbedder(self.files, "cpu", threads=threads)
         self.dim = self.embedder.dim
         self.path = CACHE_DIR / f"store-{self.sha256[:16]}.npz"
         self.known: dict[str, np.ndarray] = {}
@@ -174,6 +174,7 @@ def curve(scores: np.ndarray, y: np.ndarray) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="ONNX model directory (default: the packaged model)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads for embedding (0: one per core)")
     parser.add_argument("--calibrate", choices=["cv", "fold0"], default="cv")
     parser.add_argument("--kinds", default="trees,linear")
     parser.add_argument("--ship", default="trees", help="the kind written to --out")
@@ -192,7 +193,7 @@ def main() -> None:
     rows = load_rows()
     folds = question_folds(rows)
     lexical = args.features == "lexical"
-    vectors = Vectors(args.model)
+    vectors = Vectors(args.model, args.threads)
     everything = fold_pairs(rows, folds, set(range(5)))
     held_out_folds = [0] if args.calibrate == "fold0" else [0, 1, 2, 3, 4]
     made_for: dict[int, list[Pair]] = {}

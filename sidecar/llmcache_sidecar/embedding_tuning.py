@@ -16,6 +16,7 @@ quantisation, per channel: a quarter of the size), and copies the tokenizer: a d
 
 from __future__ import annotations
 
+import inspect
 import random
 import shutil
 import sys
@@ -99,38 +100,44 @@ def fine_tune(model: Any, pairs: Sequence[tuple[str, str, bool]], *, epochs: int
             "last_loss": round(float(np.mean(losses[-20:])), 4) if losses else None}
 
 
-def export_onnx(model_dir: str, out_dir: Path, *, quantize: bool = True) -> Path:
+def export_onnx(model_dir: str, out_dir: Path, *, quantize: bool = True, keep_fp32: Sequence[str] = ()) -> Path:
     """Write ``out_dir/model.onnx`` (int8 unless ``quantize`` is False) and ``tokenizer.json``
-    from a sentence-transformers model directory; return ``out_dir``."""
+    from a sentence-transformers model directory; return ``out_dir``.  ``keep_fp32``: names of
+    graph nodes left unquantised (layers whose activations int8 cannot carry)."""
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel
 
     source = Path(model_dir)
     bert = AutoModel.from_pretrained(str(source)).eval()
+    # BERT-style models take token type ids, MPNet-style ones (all-mpnet-base-v2) do not; the
+    # sidecar's embedder feeds whichever inputs the exported graph declares
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    if "token_type_ids" not in inspect.signature(bert.forward).parameters:
+        names = names[:2]
 
     class LastHiddenState(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.bert = bert
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
+        def forward(self, *inputs: Any) -> Any:
+            return self.bert(**dict(zip(names, inputs))).last_hidden_state
 
     out_dir.mkdir(parents=True, exist_ok=True)
     dummy = torch.ones((1, 8), dtype=torch.int64)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "model-fp32.onnx"
-        names = ("input_ids", "attention_mask", "token_type_ids")
-        torch.onnx.export(LastHiddenState(), (dummy, dummy, torch.zeros_like(dummy)), str(fp32),
+        example = (dummy, dummy, torch.zeros_like(dummy))[:len(names)]
+        torch.onnx.export(LastHiddenState(), example, str(fp32),
                           input_names=list(names), output_names=["last_hidden_state"],
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in (*names, "last_hidden_state")},
                           opset_version=17, dynamo=False)
         if quantize:
             # per-channel int8 weights: cosine to fp32 >= 0.97 (per-tensor: 0.85; measured on
             # 360 sentences with the original all-MiniLM-L6-v2), 23 MB
-            quantize_dynamic(str(fp32), str(out_dir / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(str(fp32), str(out_dir / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_exclude=list(keep_fp32))
         else:
             shutil.copyfile(fp32, out_dir / "model.onnx")
     shutil.copyfile(source / "tokenizer.json", out_dir / "tokenizer.json")

@@ -196,8 +196,39 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_bench)
 
 
+def _model(args: argparse.Namespace) -> int:
+    from .mpnet_model import MpnetBuildError, build
+
+    try:
+        summary = build(args.out)
+    except MpnetBuildError as exc:
+        print(f"llmcache model: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"llmcache model: needs torch and sentence-transformers (pip install 'llmcache[mpnet]'): {exc}",
+              file=sys.stderr)
+        return 2
+    print(json.dumps(summary) if args.json else
+          f"wrote {args.out}: model.onnx ({summary['bytes'] // 2**20} MiB, vectors within cosine "
+          f"{summary['min_cosine']} of the weights'), tokenizer.json, verifier.json\n"
+          f"use it: LLMCACHE_EMBEDDING_MODEL={args.out} (or spec.embedding.model)")
+    return 0
+
+
+def add_model(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "model", help="build the opt-in larger embedding model's directory (all-mpnet-base-v2, int8 ONNX + verifier)",
+        description="Build a model directory for LLMCACHE_EMBEDDING_MODEL from the all-mpnet-base-v2 weights the "
+                    "extra llmcache[mpnet] installs: int8 ONNX, its tokenizer and the match verifier trained on its "
+                    "vectors. Nothing is downloaded. Takes a few minutes on a CPU.")
+    parser.add_argument("name", choices=["mpnet"], help="the model to build")
+    parser.add_argument("--out", type=Path, required=True, help="the model directory to write")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=_model)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_calibrate, add_invalidate, add_tune,
-                                                                         add_bench)
+                                                                         add_bench, add_model)
 
 
 def build_parser() -> argparse.ArgumentParser:

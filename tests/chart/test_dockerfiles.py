@@ -68,7 +68,7 @@ def test_base_is_pinned_and_every_stage_uses_it(image: str) -> None:
 
 
 #: The images users run: each Dockerfile's last stage (its default target) and the GPU target.
-TARGETS = [("operator", None), ("sidecar", None), ("sidecar", "gpu")]
+TARGETS = [("operator", None), ("sidecar", None), ("sidecar", "gpu"), ("sidecar", "mpnet")]
 
 
 @pytest.mark.parametrize("image,target", TARGETS)
@@ -107,6 +107,19 @@ def test_sidecar_has_a_gpu_target_with_onnxruntime_gpu_instead_of_cpu() -> None:
     assert "CUDAExecutionProvider" in build_gpu
     assert any("COPY --from=build-gpu" in line for line in all_stages["gpu"])
     assert list(all_stages)[-1] == "cpu"  # a plain `docker build` gives the CPU image
+
+
+def test_sidecar_has_an_mpnet_target_that_builds_the_model_directory_with_the_cli() -> None:
+    from llmcache_sidecar.tools import build_parser
+
+    all_stages = stages(DOCKERFILES["sidecar"])
+    built = " ".join(all_stages["build-mpnet"])
+    assert '".[mpnet]"' in built and "mpnet = [" in (REPO / "pyproject.toml").read_text()
+    command = built.split("/opt/model-tools/bin/llmcache ")[1].split()
+    args = build_parser().parse_args(command)  # the command the image runs is one the CLI takes
+    assert args.name == "mpnet" and str(args.out) == "/opt/llmcache-models/all-mpnet-base-v2"
+    assert "COPY --from=build-mpnet /opt/llmcache-models /opt/llmcache-models" in all_stages["mpnet"]
+    assert not any("model-tools" in line for line in all_stages["mpnet"]), "torch stays in the build stage"
 
 
 def copied_sources(dockerfile: Path) -> list[str]:
