@@ -20,9 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from qqp_folds import REPO, load_rows  # noqa: E402
 
-from llmcache_sidecar.default_model import model_files, sha256_of  # noqa: E402
-from llmcache_sidecar.embedder import OnnxEmbedder  # noqa: E402
-from llmcache_sidecar.embedding_tuning import export_onnx  # noqa: E402
+from llmcache_sidecar.default_model import sha256_of  # noqa: E402
+from llmcache_sidecar.embedding_tuning import export_cosines, export_onnx  # noqa: E402
 
 
 def main() -> None:
@@ -32,16 +31,12 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true", help="skip the int8 quantisation")
     args = parser.parse_args()
     import torch
-    from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(1)
     export_onnx(args.source, args.out, quantize=not args.fp32)
     sentences = json.loads((REPO / "tests/data/reference-sentences.json").read_text())
     sentences += sorted({r["a"] for r in load_rows()[:500]})
-    reference = SentenceTransformer(args.source, device="cpu").encode(sentences, normalize_embeddings=True,
-                                                                        convert_to_numpy=True)
-    ours = OnnxEmbedder(model_files(str(args.out)), "cpu", threads=1).embed(sentences)
-    cosines = (ours * reference).sum(axis=1)
+    cosines = export_cosines(args.source, args.out, sentences)
     report = {"sentences": len(sentences), "min_cos": round(float(cosines.min()), 4),
               "mean_cos": round(float(cosines.mean()), 5), "bytes": (args.out / "model.onnx").stat().st_size,
               "sha256": sha256_of(args.out / "model.onnx"), "tokenizer_sha256": sha256_of(args.out / "tokenizer.json")}

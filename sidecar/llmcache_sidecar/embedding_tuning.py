@@ -142,3 +142,17 @@ def export_onnx(model_dir: str, out_dir: Path, *, quantize: bool = True, keep_fp
             shutil.copyfile(fp32, out_dir / "model.onnx")
     shutil.copyfile(source / "tokenizer.json", out_dir / "tokenizer.json")
     return out_dir
+
+
+def export_cosines(source: str, model_dir: Path, sentences: Sequence[str]) -> np.ndarray:
+    """Per sentence, the cosine between the exported ONNX model's vector (the sidecar's embedder)
+    and the torch model's (sentence-transformers) it was exported from."""
+    from sentence_transformers import SentenceTransformer
+
+    from .default_model import model_files
+    from .embedder import OnnxEmbedder
+
+    reference = SentenceTransformer(source, device="cpu").encode(list(sentences), normalize_embeddings=True,
+                                                                 convert_to_numpy=True)
+    ours = OnnxEmbedder(model_files(str(model_dir)), "cpu", threads=1).embed(sentences)
+    return (ours * reference).sum(axis=1)

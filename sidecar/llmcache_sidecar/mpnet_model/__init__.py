@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..default_model import model_files, sha256_of
+from ..default_model import sha256_of
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MODEL_NAME = "all-mpnet-base-v2"
@@ -89,14 +89,9 @@ def unpack_source(dest: Path) -> Path:
 
 def export_check(source: Path, out: Path) -> dict[str, Any]:
     """Cosines between the exported model's vectors and the torch model's on ``CHECK_SENTENCES``."""
-    from sentence_transformers import SentenceTransformer
+    from ..embedding_tuning import export_cosines
 
-    from ..embedder import OnnxEmbedder
-
-    reference = SentenceTransformer(str(source), device="cpu").encode(
-        list(CHECK_SENTENCES), normalize_embeddings=True, convert_to_numpy=True)
-    ours = OnnxEmbedder(model_files(str(out)), "cpu").embed(CHECK_SENTENCES)
-    cosines = (ours * reference).sum(axis=1)
+    cosines = export_cosines(str(source), out, CHECK_SENTENCES)
     return {"min_cosine": round(float(cosines.min()), 4), "mean_cosine": round(float(cosines.mean()), 4)}
 
 
