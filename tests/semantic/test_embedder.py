@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmcache_sidecar.default_model import ModelFilesError, default_model_files, model_files
+from llmcache_sidecar.default_model import ModelFiles, ModelFilesError, default_model_files, model_files
 from llmcache_sidecar.embedder import BatchingEmbedder, EmbedderError, OnnxEmbedder, choose_providers
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -35,6 +35,50 @@ def test_vectors_are_unit_length_and_batch_independent(onnx_embedder: OnnxEmbedd
     alone = np.stack([onnx_embedder.embed([t])[0] for t in texts])
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     assert np.allclose(together, alone, atol=1e-4)
+
+
+def _tiny_model(directory: Path, *, quantised: bool) -> ModelFiles:
+    """A two-node model over the packaged tokenizer (token embedding, one MatMul), its MatMul
+    dynamically quantised to int8 by onnxruntime when asked: the kind of export that scales a
+    batch's activations together.  Token vectors grow with the token id, so texts differ in range."""
+    onnx = pytest.importorskip("onnx", reason="onnx comes with the tune / mpnet extras (CI installs them)")
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tokenizer = default_model_files().tokenizer
+    vocabulary = len(json.loads(tokenizer.read_text())["model"]["vocab"])
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["tokens"]),
+         helper.make_node("MatMul", ["tokens", "weights"], ["last_hidden_state"])],
+        "tiny", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+                 helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", 16])],
+        [numpy_helper.from_array((rng.normal(size=(vocabulary, 16)) * np.linspace(0.1, 10, vocabulary)[:, None])
+                                 .astype(np.float32), "table"),
+         numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), "weights")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, directory / "fp32.onnx")
+    if quantised:
+        quantize_dynamic(directory / "fp32.onnx", directory / "model.onnx", weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"])
+    else:
+        (directory / "fp32.onnx").rename(directory / "model.onnx")
+    shutil.copy(tokenizer, directory / "tokenizer.json")
+    return model_files(str(directory))
+
+
+@pytest.mark.parametrize("quantised", [False, True])
+def test_a_model_whose_vectors_depend_on_the_batch_runs_one_text_at_a_time(tmp_path: Path, quantised: bool) -> None:
+    """A dynamically quantised model gives a text another vector in another batch; the embedder
+    finds that out at load and embeds such a model's texts one at a time, so a question's vector
+    is the same however the batcher grouped it.  A float model keeps its batches."""
+    embedder = OnnxEmbedder(_tiny_model(tmp_path, quantised=quantised), "cpu")
+    texts = ["short", "a much longer sentence that needs padding for the short one in the same batch", "mid size one"]
+    alone = np.concatenate([embedder.embed([t]) for t in texts])
+    assert embedder.one_at_a_time is quantised
+    assert np.allclose(embedder.embed(texts), alone, atol=1e-6)
 
 
 def test_paraphrase_is_closer_than_an_unrelated_question(onnx_embedder: OnnxEmbedder) -> None:
