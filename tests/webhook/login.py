@@ -1,4 +1,4 @@
-"""A handler module with only the operator's login: the webhook tests run without reconciling."""
+"""A handler module with only the operator's login and logout: the webhook tests run without reconciling."""
 
 from __future__ import annotations
 
@@ -9,3 +9,4 @@ from llmcache_operator.runtime import Runtime
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     kopf.on.login(registry=registry)(handlers.login)
+    kopf.on.cleanup(registry=registry)(handlers.close_api)
