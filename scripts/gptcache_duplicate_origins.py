@@ -1,6 +1,6 @@
 """GPTCache's mock benchmark, with hits on an origin of identical text counted apart.
 
-37 origin texts occur more than once in ``gptcache-mock-pairs.json`` (67 rows).  When a
+30 origin texts occur more than once in ``gptcache-mock-pairs.json`` (67 rows, 962 distinct texts).  When a
 question's nearest origin is another row with the very same text, the cache returns the answer
 stored for that text: scored by row id it is a *wrong* hit, though no cache keyed by the question
 can tell the two rows apart.  This prints, for the packaged embedding + verifier at the cut of
