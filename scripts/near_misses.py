@@ -2,7 +2,9 @@
 
 A near miss changes the meaning while keeping almost every word: another number or date, a
 negation, another named entity, a reversed relation ("from A to B" -> "from B to A").  A faithful
-rewrite keeps the meaning: case and punctuation, contractions, "How do I" <-> "How can I".
+rewrite keeps the meaning: case and punctuation, contractions, "How do I" <-> "How can I"; a
+faithful swap moves every word and still keeps it ("between A and B" -> "between B and A",
+"A or B?" -> "B or A?").
 Rule-made sets are easy in one way (the edits are the only differences) and biased in another
 (the guards in ``verify_experiments.py`` look for the same kinds of edits), so the refusal rates
 measured on them are an upper bound for the guards; they are a fair test of a plain threshold.
@@ -72,3 +74,18 @@ def faithful_rewrite(question: str) -> str:
         if pattern.search(question):
             return pattern.sub(replacement, question, count=1)
     return question.rstrip("?").lower()
+
+
+BETWEEN = re.compile(r"\b(between) ((?:[^ ?]+ ){0,3}[^ ?]+) (and) ((?:[^ ?]+ ){0,3}[^ ?]+)(?=\?|$)")
+ALTERNATIVES = re.compile(r"\b(\w+) (or|vs\.?) (\w+)\?$")
+
+
+def faithful_swap(question: str) -> str | None:
+    """The two sides of "between A and B" (up to four words each, ending the question) or of a final
+    "A or B?" / "A vs B?" swapped; None when neither is there.  Apart from the training rule
+    (``verifier_training._conjuncts``: single words around the first "and" / "or")."""
+    if (m := BETWEEN.search(question)) and m.group(2).lower() != m.group(4).lower():
+        return question[:m.start()] + f"{m.group(1)} {m.group(4)} {m.group(3)} {m.group(2)}" + question[m.end():]
+    if (m := ALTERNATIVES.search(question)) and len({m.group(1).lower(), m.group(3).lower()} - {"not", "no"}) == 2:
+        return question[:m.start()] + f"{m.group(3)} {m.group(2)} {m.group(1)}?"
+    return None

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from near_misses import faithful_rewrite, near_misses  # noqa: E402
+from near_misses import faithful_rewrite, faithful_swap, near_misses  # noqa: E402
 from qqp_folds import DEV_PAIRS, MOCK_PAIRS, REPO, load_rows, question_folds, recall_at_precision  # noqa: E402
 
 from llmcache_sidecar.calibration import embed_texts  # noqa: E402
@@ -102,7 +102,8 @@ def scores_of(verifier: Verifier | None, pairs: list[Pair], vectors: Vectors) ->
 
 def near_miss_pairs(questions: list[str]) -> list[tuple[str, Pair]]:
     made = [(kind, Pair(q, changed, False)) for q in questions for kind, changed in near_misses(q)]
-    return made + [("faithful", Pair(q, faithful_rewrite(q), True)) for q in questions]
+    made += [("faithful", Pair(q, faithful_rewrite(q), True)) for q in questions]
+    return made + [("faithful swap", Pair(q, swapped, True)) for q in questions if (swapped := faithful_swap(q))]
 
 
 def near_miss_outcome(verifier: Verifier | None, cut: float, made: list[tuple[str, Pair]], vectors: Vectors) -> dict:
@@ -113,7 +114,8 @@ def near_miss_outcome(verifier: Verifier | None, cut: float, made: list[tuple[st
         out.setdefault(kind, [0, 0])
         out[kind][0] += int(ok)
         out[kind][1] += 1
-    near = [sum(v[0] for k, v in out.items() if k != "faithful"), sum(v[1] for k, v in out.items() if k != "faithful")]
+    near_kinds = [v for k, v in out.items() if not k.startswith("faithful")]
+    near = [sum(v[0] for v in near_kinds), sum(v[1] for v in near_kinds)]
     result = {kind: {"share": round(ok / n, 4), "of": n} for kind, (ok, n) in sorted(out.items())}
     result["all_near_misses_refused"] = {"share": round(near[0] / max(near[1], 1), 4), "of": near[1]}
     return result

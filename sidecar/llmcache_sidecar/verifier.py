@@ -8,8 +8,10 @@ from their two embeddings and their texts:
 - lexical overlap: word and content-word Jaccard, words on one side only, length ratio, whether
   the first word (the question type) differs;
 - guard signals: the numbers differ, a date (month, weekday, year) differs, a negation is on one
-  side only, the capitalised names differ, the same words stand in another order (a reversed
-  relation);
+  side only, the capitalised names differ, a relation is reversed (two parts of the question
+  swapped across words that are not "and", "or", "vs": "ethane to ethene" / "ethene to ethane",
+  but not "shame and guilt" / "guilt and shame"; files from before 2026-12-06 name the older
+  ``reordered``: the same words in any other order);
 - in files that name them (:data:`LEXICAL_FEATURES`): length differences, words on each side
   only, the question words and the first two / last words compared, stem overlap, character
   3- and 4-gram overlap, the matching share of the two word sequences; and, weighing each word
@@ -68,7 +70,9 @@ SUFFIXES = ("ing", "ed", "es", "s")
 
 #: names of the first pair features, in the order of :func:`pair_features` (the embedding features follow)
 PAIR_FEATURES = ("cosine", "jaccard", "content_jaccard", "only_one_side", "length_ratio", "first_word_differs",
-                 "numbers_differ", "dates_differ", "negation_differs", "names_differ", "reordered")
+                 "numbers_differ", "dates_differ", "negation_differs", "names_differ", "relation_reversed")
+#: the same in files written before ``relation_reversed``: its place holds ``reordered``
+LEGACY_PAIR_FEATURES = PAIR_FEATURES[:-1] + ("reordered",)
 #: lexical features after them (issue 9, measured in docs/benchmarks.md; not in the packaged file)
 LEXICAL_FEATURES = ("length_difference", "word_count_difference", "only_stored", "only_asked", "question_word_same",
                     "question_word_stored", "question_word_asked", "first_two_words_same", "stem_jaccard",
@@ -78,6 +82,9 @@ WEIGHTED_FEATURES = ("weighted_jaccard", "weight_only_stored", "weight_only_aske
                      "unmatched_weight_share", "heaviest_unmatched_content")
 #: the pair features of a file with word weights (``train_verifier.py --features lexical``)
 ALL_PAIR_FEATURES = PAIR_FEATURES + LEXICAL_FEATURES + WEIGHTED_FEATURES
+LEGACY_ALL_PAIR_FEATURES = LEGACY_PAIR_FEATURES + LEXICAL_FEATURES + WEIGHTED_FEATURES
+#: words that make a swap of their two sides keep the meaning ("A and B" = "B and A")
+SYMMETRIC = frozenset({"and", "or", "nor", "vs", "versus"})
 
 
 class VerifierError(RuntimeError):
@@ -113,6 +120,22 @@ def _grams(joined: str, k: int) -> set[str]:
 
 def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / max(len(a | b), 1)
+
+
+def relation_reversed(ws: list[str], wa: list[str]) -> bool:
+    """The same words, with two parts swapped across a middle that has no :data:`SYMMETRIC`
+    word: ``P X M Y S`` against ``P Y M X S`` ("convert ethane to ethene", "are cats afraid of
+    tigers").  Swaps across "and" / "or" ("shame and guilt"), moved phrases ("which sport is your
+    favourite" / "which is your favourite sport") and swapped neighbours ("what time it is") keep
+    the meaning, and QQP labels them duplicates."""
+    if ws == wa or sorted(ws) != sorted(wa):
+        return False
+    start = next(i for i, (s, a) in enumerate(zip(ws, wa)) if s != a)
+    end = len(ws) - next(i for i, (s, a) in enumerate(zip(reversed(ws), reversed(wa))) if s != a)
+    s, a = ws[start:end], wa[start:end]
+    n = len(s)
+    return any(a == s[n - y:] + s[x:n - y] + s[:x] and not SYMMETRIC.intersection(s[x:n - y])
+               for x in range(1, n - 1) for y in range(1, n - x))
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +187,11 @@ def lexical_features(stored: str, asked: str, ws: list[str], wa: list[str]) -> l
     ]
 
 
-def pair_features(stored: str, asked: str, cosine: float, weights: WordWeights | None = None) -> list[float]:
+def pair_features(stored: str, asked: str, cosine: float, weights: WordWeights | None = None,
+                  legacy_order: bool = False) -> list[float]:
     """The cosine, lexical and guard features of one pair: :data:`PAIR_FEATURES`, and with word
-    ``weights`` all of :data:`ALL_PAIR_FEATURES`."""
+    ``weights`` all of :data:`ALL_PAIR_FEATURES` (``legacy_order``: ``reordered`` in the place of
+    ``relation_reversed``, for files that were trained on it)."""
     ws, wa = _words(stored), _words(asked)
     ss, sa = set(ws), set(wa)
     cs, ca = ss - STOP, sa - STOP
@@ -182,36 +207,41 @@ def pair_features(stored: str, asked: str, cosine: float, weights: WordWeights |
         float(_dates(ws) != _dates(wa)),
         float(bool(ss & NEGATIONS) != bool(sa & NEGATIONS)),
         float(bool(ns and na) and ns != na),
-        float(ws != wa and sorted(ws) == sorted(wa)),
+        float(ws != wa and sorted(ws) == sorted(wa)) if legacy_order else float(relation_reversed(ws, wa)),
         *(lexical_features(stored, asked, ws, wa) + weighted_features(ss, sa, weights) if weights is not None else ()),
     ]
 
 
-def pair_feature_names(weights: WordWeights | None) -> tuple[str, ...]:
+def pair_feature_names(weights: WordWeights | None, legacy_order: bool = False) -> tuple[str, ...]:
+    if legacy_order:
+        return LEGACY_ALL_PAIR_FEATURES if weights is not None else LEGACY_PAIR_FEATURES
     return ALL_PAIR_FEATURES if weights is not None else PAIR_FEATURES
 
 
 def feature_matrix(stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray,
-                   weights: WordWeights | None = None) -> np.ndarray:
+                   weights: WordWeights | None = None, legacy_order: bool = False) -> np.ndarray:
     """``(n, pair features + 2 * dim)`` float64 features of n pairs: the pair features
     (:func:`pair_feature_names`), ``|u - v|``, ``u * v``."""
     u = np.atleast_2d(np.asarray(u, dtype=np.float64))
     v = np.atleast_2d(np.asarray(v, dtype=np.float64))
     cosines = (u * v).sum(axis=1)
-    pairs = np.array([pair_features(s, a, float(c), weights) for s, a, c in zip(stored, asked, cosines)],
+    pairs = np.array([pair_features(s, a, float(c), weights, legacy_order) for s, a, c in zip(stored, asked, cosines)],
                      dtype=np.float64)
     return np.hstack([pairs.reshape(len(cosines), len(pair_feature_names(weights))), np.abs(u - v), u * v])
 
 
-def _word_weights(data: dict[str, Any]) -> WordWeights | None:
-    """The file's word weights; files listing only the first pair features have none."""
+def _layout(data: dict[str, Any]) -> tuple[WordWeights | None, bool]:
+    """The file's word weights (files listing only the first pair features have none), and
+    whether it was trained on the older ``reordered`` (so do files that list no features: every
+    file written since ``relation_reversed`` lists them)."""
     listed = tuple(n for n in data.get("features", ()) if n not in ("|u-v|", "u*v"))
-    if listed in ((), PAIR_FEATURES):
-        return None
-    if listed != ALL_PAIR_FEATURES:
+    legacy_order = not listed or "reordered" in listed
+    if listed in ((), PAIR_FEATURES, LEGACY_PAIR_FEATURES):
+        return None, legacy_order
+    if listed not in (ALL_PAIR_FEATURES, LEGACY_ALL_PAIR_FEATURES):
         raise ValueError(f"unknown pair features {list(listed)}")
     table = data["word_weights"]
-    return WordWeights({str(w): float(x) for w, x in table["idf"].items()}, float(table["unseen"]))
+    return WordWeights({str(w): float(x) for w, x in table["idf"].items()}, float(table["unseen"])), legacy_order
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,11 +309,13 @@ class Verifier:
     provenance: dict[str, Any]
     #: word weights of the lexical features; None: the first pair features only (older files)
     weights: WordWeights | None = None
+    #: trained on ``reordered`` instead of ``relation_reversed`` (files before 2026-12-06)
+    legacy_order: bool = False
     #: the cross-encoder asked after the verifier (``llmcache tune --crossencoder``), if any
     second: SecondOpinion | None = None
 
     def probability(self, stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        raw = self.model.raw(feature_matrix(stored, asked, u, v, self.weights))
+        raw = self.model.raw(feature_matrix(stored, asked, u, v, self.weights, self.legacy_order))
         return 1.0 / (1.0 + np.exp(-raw))
 
     def cut_for(self, target_precision: float) -> float:
@@ -331,8 +363,8 @@ def verifier_from_dict(data: dict[str, Any]) -> Verifier:
     if data.get("format") != FORMAT:
         raise ValueError(f"format {data.get('format')!r}")
     dim = int(data["dim"])
-    weights = _word_weights(data)
-    names = pair_feature_names(weights)
+    weights, legacy_order = _layout(data)
+    names = pair_feature_names(weights, legacy_order)
     model = data["model"]
     if model["kind"] == "trees":
         parts = {name: np.asarray(model[name]) for name in ("feature", "threshold", "left", "right", "is_leaf", "value")}
@@ -357,7 +389,7 @@ def verifier_from_dict(data: dict[str, Any]) -> Verifier:
         raise ValueError("empty precision table")
     return Verifier(model=built, dim=dim, cuts=cuts, cosine_cuts=cosine_cuts,
                     embedding_sha256=str(data.get("embedding_sha256", "")), provenance=dict(data.get("provenance", {})),
-                    weights=weights)
+                    weights=weights, legacy_order=legacy_order)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Needs scikit-learn (the ``tune`` extra); the sidecar itself never imports this module.  The
 pieces: a split of labelled pairs by question text (no question on both sides of a split), extra
 labelled negatives made by rules from the training questions (another number, date, negation,
-name, a reversed relation: the edits a cosine threshold serves and QQP barely contains), the
+name, a reversed relation: the edits a cosine threshold serves and QQP barely contains) and
+extra duplicates (rewordings, two words swapped across "and" / "or"), the
 two model kinds, their export to the JSON the sidecar reads (:mod:`llmcache_sidecar.verifier`),
 and the precision -> cut tables measured on held-out scores.
 
@@ -26,7 +27,10 @@ import numpy as np
 from .verifier import (
     ALL_PAIR_FEATURES,
     FORMAT,
+    NEGATIONS,
     PAIR_FEATURES,
+    STOP,
+    SYMMETRIC,
     WordWeights,
     feature_matrix,
     pair_feature_names,
@@ -80,6 +84,15 @@ _DAY = re.compile(r"\b(" + "|".join(_DAYS) + r")\b")
 _AUX = re.compile(r"\b(is|are|was|were|should|could|would|has|have|must|might|did|does|do|can|will)\b", re.I)
 _NEGATED = re.compile(r"\b(not|never|n't)\b ?", re.I)
 _NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")
+#: "and" / "or" between two single words that stand alone: after a small word or a clause's
+#: start, before a small word or punctuation ("my emotions and actions?", not "stock market and
+#: mutual funds", whose swap would be a scramble)
+_CONJUNCTS = re.compile(r"(?:^|[,:;(]\s*|\b(?P<before>[A-Za-z]+) )(?P<left>[A-Za-z]+) (?P<word>and|or) "
+                        r"(?P<right>[A-Za-z]+)(?=\s*[?.!,;:)]|\s*$| (?P<after>[A-Za-z]+)\b)")
+_SMALL = STOP | {"between", "both", "either", "my", "your", "his", "her", "their", "our", "its", "about", "from",
+                 "at", "by", "like", "whether", "than", "that", "this", "these", "those", "as", "into", "over"}
+#: kinds of rule-made pairs labelled duplicate (every other kind is a near miss)
+DUPLICATE_KINDS = frozenset({"faithful", "conjuncts"})
 
 
 def _numbers(q: str, rng: random.Random) -> str | None:
@@ -108,11 +121,16 @@ def _negation(q: str, rng: random.Random) -> str | None:
 
 
 def _relation_swapper(names: frozenset[str]) -> Callable[[str, random.Random], str | None]:
-    """Two names of the question swapped ("from India to Canada" -> "from Canada to India")."""
+    """Two names of the question swapped ("from India to Canada" -> "from Canada to India"),
+    never across "and" / "or" ("India and Canada" is "Canada and India")."""
+    def across(between: str) -> bool:
+        words = between.lower().split()
+        return len(words) > 0 and not SYMMETRIC.intersection(words)
+
     def swap(q: str, rng: random.Random) -> str | None:
         found = [m for m in _NAME.finditer(q) if m.start() > 0 and m.group() in names]
         first = found[0] if found else None
-        second = next((m for m in found[1:] if m.group() != found[0].group() and " " in q[found[0].end():m.start()].strip()),
+        second = next((m for m in found[1:] if m.group() != found[0].group() and across(q[found[0].end():m.start()])),
                       None)
         if first is None or second is None:
             return None
@@ -136,6 +154,18 @@ def _name_swapper(names: Sequence[str]) -> Callable[[str, random.Random], str | 
     return swap
 
 
+def _conjuncts(q: str, rng: random.Random) -> str | None:
+    """The two words around the first "and" / "or" swapped ("shame and guilt" -> "guilt and
+    shame"): the same question, though every word moved."""
+    for m in _CONJUNCTS.finditer(q):
+        left, right = m["left"], m["right"]
+        if (left.lower() != right.lower() and not {left.lower(), right.lower()} & (STOP | NEGATIONS)
+                and (m["before"] is None or m["before"].lower() in _SMALL)
+                and (m["after"] is None or m["after"].lower() in _SMALL)):
+            return q[:m.start("left")] + f"{right} {m['word']} {left}" + q[m.end("right"):]
+    return None
+
+
 def _faithful(q: str, rng: random.Random) -> str | None:
     """A rewording that keeps the meaning (punctuation, case, filler)."""
     choice = rng.randrange(4)
@@ -157,7 +187,7 @@ def rule_pairs(questions: Sequence[str], per_kind: int, seed: int = 0) -> list[t
     names = sorted({m.group() for q in questions for m in _NAME.finditer(q) if m.start() > 0} - openers)
     makers: dict[str, Callable[[str, random.Random], str | None]] = {
         "number": _numbers, "date": _dates, "negation": _negation, "relation": _relation_swapper(frozenset(names)),
-        "name": _name_swapper(names), "faithful": _faithful}
+        "name": _name_swapper(names), "faithful": _faithful, "conjuncts": _conjuncts}
     shuffled = list(questions)
     rng.shuffle(shuffled)
     made: list[tuple[str, Pair]] = []
@@ -167,7 +197,7 @@ def rule_pairs(questions: Sequence[str], per_kind: int, seed: int = 0) -> list[t
             changed = make(q, rng)
             if changed is None or changed == q:
                 continue
-            made.append((kind, Pair(q, changed, kind == "faithful")))
+            made.append((kind, Pair(q, changed, kind in DUPLICATE_KINDS)))
             count += 1
             if count >= per_kind:
                 break

@@ -23,12 +23,16 @@ NEAR_MISSES = [
     ("entity", "Who is the CEO of Google?", "Who is the CEO of Microsoft?"),
     ("relation", "How do I convert Celsius to Fahrenheit?", "How do I convert Fahrenheit to Celsius?"),
     ("relation", "How do I move from India to Canada?", "How do I move from Canada to India?"),
+    ("relation", "Are cats afraid of dogs?", "Are dogs afraid of cats?"),
 ]
 PARAPHRASES = [
     ("How do I convert Celsius to Fahrenheit?", "How can I convert Celsius to Fahrenheit?"),
     ("What is the best way to learn Python?", "What's the best way to learn Python?"),
     ("How do I reset my password?", "how do i reset my password"),
     ("What are some good books to read?", "What are a few good books to read?"),
+    # every word moves, the meaning stays: a swap across "and" / "or" is not a reversed relation
+    ("What is the difference between a virus and a bacterium?", "What is the difference between a bacterium and a virus?"),
+    ("Should I learn Python or Java first?", "Should I learn Java or Python first?"),
 ]
 
 

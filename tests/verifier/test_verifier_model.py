@@ -12,6 +12,7 @@ from llmcache_sidecar.config import ConfigError, load_settings
 from llmcache_sidecar.default_model import MODEL_SHA256
 from llmcache_sidecar.verifier import (
     ALL_PAIR_FEATURES,
+    LEGACY_PAIR_FEATURES,
     PAIR_FEATURES,
     VerifierError,
     WordWeights,
@@ -19,6 +20,7 @@ from llmcache_sidecar.verifier import (
     load_verifier,
     match_policy,
     pair_features,
+    relation_reversed,
     verifier_from_dict,
 )
 
@@ -36,11 +38,51 @@ def feature(stored: str, asked: str, name: str) -> float:
     ("Is coffee bad for you?", "Isn't coffee bad for you?", "negation_differs"),
     ("Can I eat eggs without cooking them?", "Can I eat eggs cooking them?", "negation_differs"),
     ("Who is the CEO of Google?", "Who is the CEO of Microsoft?", "names_differ"),
-    ("How do I convert ethane to ethene?", "How do I convert ethene to ethane?", "reordered"),
+    ("How do I convert ethane to ethene?", "How do I convert ethene to ethane?", "relation_reversed"),
+    ("Are cats afraid of dogs?", "Are dogs afraid of cats?", "relation_reversed"),
+    ("Is Messi better than Ronaldo?", "Is Ronaldo better than Messi?", "relation_reversed"),
 ])
 def test_guard_features_fire_on_near_misses_and_not_on_rewordings(stored: str, asked: str, guard: str) -> None:
     assert feature(stored, asked, guard) == 1.0
     assert feature(stored, stored.lower().rstrip("?"), guard) == 0.0
+
+
+@pytest.mark.parametrize(("stored", "asked"), [
+    ("What is the difference between shame and guilt?", "What is the difference between guilt and shame?"),
+    ("What is the difference between match fixing and spot fixing?",
+     "What is the difference between spot fixing and match fixing?"),
+    ("Should I learn Python or Java?", "Should I learn Java or Python?"),
+    ("Which sport is your favourite and why?", "Which is your favourite sport and why?"),  # a phrase moved
+    ("When will start Infosys sending offers?", "When will Infosys start sending offers?"),  # neighbours swapped
+])
+def test_swaps_that_keep_the_meaning_are_not_reversed_relations(stored: str, asked: str) -> None:
+    """QQP labels these duplicates; the older ``reordered`` feature fired on every one of them."""
+    assert feature(stored, asked, "relation_reversed") == 0.0
+    legacy = pair_features(stored, asked, 0.9, legacy_order=True)
+    assert legacy[LEGACY_PAIR_FEATURES.index("reordered")] == 1.0
+
+
+def test_relation_reversed_across_several_words() -> None:
+    words = str.split
+    assert relation_reversed(words("fly from new york to new delhi"), words("fly from new delhi to new york"))
+    assert not relation_reversed(words("a b c"), words("a b c"))
+    assert not relation_reversed(words("a b c"), words("a b d"))
+
+
+def test_files_naming_reordered_keep_it() -> None:
+    """A verifier trained on the older feature is fed that feature, not its successor."""
+    stored, asked = "Which is the best ICICI credit card?", "Which icici credit card is the best?"
+    u = np.ones((1, DIM)) / np.sqrt(DIM)
+    weights = [0.0] * (len(PAIR_FEATURES) + 2 * DIM)
+    weights[PAIR_FEATURES.index("relation_reversed")] = -20.0
+    model = {"kind": "linear", "mean": [0.0] * len(weights), "scale": [1.0] * len(weights), "weights": weights,
+             "bias": 10.0}
+    current = verifier_from_dict(_document(model=model, features=list(PAIR_FEATURES) + ["|u-v|"] * DIM + ["u*v"] * DIM))
+    legacy = verifier_from_dict(_document(model=model, features=list(LEGACY_PAIR_FEATURES) + ["|u-v|"] * DIM
+                                          + ["u*v"] * DIM))
+    assert not current.legacy_order and legacy.legacy_order
+    assert current.probability([stored], [asked], u, u)[0] > 0.99  # not a reversed relation: served
+    assert legacy.probability([stored], [asked], u, u)[0] < 0.01  # reordered: what it was trained to refuse
 
 
 def test_lexical_features() -> None:
