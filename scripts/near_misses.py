@@ -4,7 +4,8 @@ A near miss changes the meaning while keeping almost every word: another number 
 negation, another named entity, a reversed relation ("from A to B" -> "from B to A").  A faithful
 rewrite keeps the meaning: case and punctuation, contractions, "How do I" <-> "How can I"; a
 faithful swap moves every word and still keeps it ("between A and B" -> "between B and A",
-"A or B?" -> "B or A?").
+"A or B?" -> "B or A?"); so does typing without apostrophes ("didn't" -> "didnt", "today's" ->
+"todays").
 Rule-made sets are easy in one way (the edits are the only differences) and biased in another
 (the guards in ``verify_experiments.py`` look for the same kinds of edits), so the refusal rates
 measured on them are an upper bound for the guards; they are a fair test of a plain threshold.
@@ -89,3 +90,11 @@ def faithful_swap(question: str) -> str | None:
     if (m := ALTERNATIVES.search(question)) and len({m.group(1).lower(), m.group(3).lower()} - {"not", "no"}) == 2:
         return question[:m.start()] + f"{m.group(3)} {m.group(2)} {m.group(1)}?"
     return None
+
+
+IN_WORD_APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
+
+
+def without_apostrophes(question: str) -> str | None:
+    """The question as typed without its apostrophes; None when it has none inside a word."""
+    return IN_WORD_APOSTROPHE.sub("", question) if IN_WORD_APOSTROPHE.search(question) else None

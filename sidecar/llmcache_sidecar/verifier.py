@@ -54,6 +54,13 @@ FORMAT = "llmcache-verifier/1"
 VERIFIER_FILE = "verifier.json"
 
 WORD = re.compile(r"[a-z0-9']+")
+PLAIN_WORD = re.compile(r"[a-z0-9]+")
+APOSTROPHE = re.compile(r"['’]")
+#: negations contracted with their apostrophe dropped (as typed, or by :func:`_words`)
+CONTRACTED_NEGATIONS = {
+    **{aux + "nt": (aux, "not") for aux in ("do", "does", "did", "is", "are", "was", "were", "could", "should",
+                                            "would", "have", "has", "had", "must", "need", "might")},
+    "cant": ("can", "not"), "wont": ("will", "not"), "aint": ("is", "not"), "shant": ("shall", "not")}
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 CAPITALISED = re.compile(r"\b[A-Z][A-Za-z0-9]*\b")
 NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot"})
@@ -91,8 +98,17 @@ class VerifierError(RuntimeError):
     """The verifier file cannot be read, is not a verifier, or does not fit the embedding model."""
 
 
-def _words(text: str) -> list[str]:
-    return WORD.findall(text.lower().replace("n't", " not"))
+def _words(text: str, legacy: bool = False) -> list[str]:
+    """Lower-cased words.  Apostrophes are dropped and a contracted negation is spelt out
+    whether or not its apostrophe was typed ("didn't", "didnt" -> "did not"; "today's",
+    "todays" -> "todays"), so a question typed without apostrophes has the same words;
+    ``legacy``: the split of files from before 2026-12-06 (apostrophes kept, only "n't" spelt out)."""
+    if legacy:
+        return WORD.findall(text.lower().replace("n't", " not"))
+    words = []
+    for word in PLAIN_WORD.findall(APOSTROPHE.sub("", text.lower())):
+        words.extend(CONTRACTED_NEGATIONS.get(word, (word,)))
+    return words
 
 
 def _names(text: str) -> set[str]:
@@ -188,11 +204,11 @@ def lexical_features(stored: str, asked: str, ws: list[str], wa: list[str]) -> l
 
 
 def pair_features(stored: str, asked: str, cosine: float, weights: WordWeights | None = None,
-                  legacy_order: bool = False) -> list[float]:
+                  legacy: bool = False) -> list[float]:
     """The cosine, lexical and guard features of one pair: :data:`PAIR_FEATURES`, and with word
-    ``weights`` all of :data:`ALL_PAIR_FEATURES` (``legacy_order``: ``reordered`` in the place of
-    ``relation_reversed``, for files that were trained on it)."""
-    ws, wa = _words(stored), _words(asked)
+    ``weights`` all of :data:`ALL_PAIR_FEATURES` (``legacy``: as files from before 2026-12-06
+    were trained: the older word split, and ``reordered`` in the place of ``relation_reversed``)."""
+    ws, wa = _words(stored, legacy), _words(asked, legacy)
     ss, sa = set(ws), set(wa)
     cs, ca = ss - STOP, sa - STOP
     ns, na = _names(stored), _names(asked)
@@ -207,41 +223,41 @@ def pair_features(stored: str, asked: str, cosine: float, weights: WordWeights |
         float(_dates(ws) != _dates(wa)),
         float(bool(ss & NEGATIONS) != bool(sa & NEGATIONS)),
         float(bool(ns and na) and ns != na),
-        float(ws != wa and sorted(ws) == sorted(wa)) if legacy_order else float(relation_reversed(ws, wa)),
+        float(ws != wa and sorted(ws) == sorted(wa)) if legacy else float(relation_reversed(ws, wa)),
         *(lexical_features(stored, asked, ws, wa) + weighted_features(ss, sa, weights) if weights is not None else ()),
     ]
 
 
-def pair_feature_names(weights: WordWeights | None, legacy_order: bool = False) -> tuple[str, ...]:
-    if legacy_order:
+def pair_feature_names(weights: WordWeights | None, legacy: bool = False) -> tuple[str, ...]:
+    if legacy:
         return LEGACY_ALL_PAIR_FEATURES if weights is not None else LEGACY_PAIR_FEATURES
     return ALL_PAIR_FEATURES if weights is not None else PAIR_FEATURES
 
 
 def feature_matrix(stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray,
-                   weights: WordWeights | None = None, legacy_order: bool = False) -> np.ndarray:
+                   weights: WordWeights | None = None, legacy: bool = False) -> np.ndarray:
     """``(n, pair features + 2 * dim)`` float64 features of n pairs: the pair features
     (:func:`pair_feature_names`), ``|u - v|``, ``u * v``."""
     u = np.atleast_2d(np.asarray(u, dtype=np.float64))
     v = np.atleast_2d(np.asarray(v, dtype=np.float64))
     cosines = (u * v).sum(axis=1)
-    pairs = np.array([pair_features(s, a, float(c), weights, legacy_order) for s, a, c in zip(stored, asked, cosines)],
+    pairs = np.array([pair_features(s, a, float(c), weights, legacy) for s, a, c in zip(stored, asked, cosines)],
                      dtype=np.float64)
     return np.hstack([pairs.reshape(len(cosines), len(pair_feature_names(weights))), np.abs(u - v), u * v])
 
 
 def _layout(data: dict[str, Any]) -> tuple[WordWeights | None, bool]:
     """The file's word weights (files listing only the first pair features have none), and
-    whether it was trained on the older ``reordered`` (so do files that list no features: every
-    file written since ``relation_reversed`` lists them)."""
+    whether it is a legacy file: one naming the older ``reordered`` (every file written before
+    2026-12-06), or listing no features at all (every file since lists them)."""
     listed = tuple(n for n in data.get("features", ()) if n not in ("|u-v|", "u*v"))
-    legacy_order = not listed or "reordered" in listed
+    legacy = not listed or "reordered" in listed
     if listed in ((), PAIR_FEATURES, LEGACY_PAIR_FEATURES):
-        return None, legacy_order
+        return None, legacy
     if listed not in (ALL_PAIR_FEATURES, LEGACY_ALL_PAIR_FEATURES):
         raise ValueError(f"unknown pair features {list(listed)}")
     table = data["word_weights"]
-    return WordWeights({str(w): float(x) for w, x in table["idf"].items()}, float(table["unseen"])), legacy_order
+    return WordWeights({str(w): float(x) for w, x in table["idf"].items()}, float(table["unseen"])), legacy
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,13 +325,13 @@ class Verifier:
     provenance: dict[str, Any]
     #: word weights of the lexical features; None: the first pair features only (older files)
     weights: WordWeights | None = None
-    #: trained on ``reordered`` instead of ``relation_reversed`` (files before 2026-12-06)
-    legacy_order: bool = False
+    #: a file from before 2026-12-06: fed the word split and ``reordered`` it was trained on
+    legacy: bool = False
     #: the cross-encoder asked after the verifier (``llmcache tune --crossencoder``), if any
     second: SecondOpinion | None = None
 
     def probability(self, stored: Sequence[str], asked: Sequence[str], u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        raw = self.model.raw(feature_matrix(stored, asked, u, v, self.weights, self.legacy_order))
+        raw = self.model.raw(feature_matrix(stored, asked, u, v, self.weights, self.legacy))
         return 1.0 / (1.0 + np.exp(-raw))
 
     def cut_for(self, target_precision: float) -> float:
@@ -363,8 +379,8 @@ def verifier_from_dict(data: dict[str, Any]) -> Verifier:
     if data.get("format") != FORMAT:
         raise ValueError(f"format {data.get('format')!r}")
     dim = int(data["dim"])
-    weights, legacy_order = _layout(data)
-    names = pair_feature_names(weights, legacy_order)
+    weights, legacy = _layout(data)
+    names = pair_feature_names(weights, legacy)
     model = data["model"]
     if model["kind"] == "trees":
         parts = {name: np.asarray(model[name]) for name in ("feature", "threshold", "left", "right", "is_leaf", "value")}
@@ -389,7 +405,7 @@ def verifier_from_dict(data: dict[str, Any]) -> Verifier:
         raise ValueError("empty precision table")
     return Verifier(model=built, dim=dim, cuts=cuts, cosine_cuts=cosine_cuts,
                     embedding_sha256=str(data.get("embedding_sha256", "")), provenance=dict(data.get("provenance", {})),
-                    weights=weights, legacy_order=legacy_order)
+                    weights=weights, legacy=legacy)
 
 
 @dataclass(frozen=True, slots=True)

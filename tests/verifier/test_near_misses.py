@@ -20,6 +20,7 @@ NEAR_MISSES = [
     ("date", "What is the weather like in Rome in July?", "What is the weather like in Rome in December?"),
     ("negation", "Is it safe to drink tap water in Paris?", "Is it not safe to drink tap water in Paris?"),
     ("negation", "Why do cats purr when they are happy?", "Why don't cats purr when they are happy?"),
+    ("negation", "Why does my phone charge slowly?", "Why doesnt my phone charge slowly?"),  # typed without apostrophe
     ("entity", "Who is the CEO of Google?", "Who is the CEO of Microsoft?"),
     ("relation", "How do I convert Celsius to Fahrenheit?", "How do I convert Fahrenheit to Celsius?"),
     ("relation", "How do I move from India to Canada?", "How do I move from Canada to India?"),
@@ -33,6 +34,9 @@ PARAPHRASES = [
     # every word moves, the meaning stays: a swap across "and" / "or" is not a reversed relation
     ("What is the difference between a virus and a bacterium?", "What is the difference between a bacterium and a virus?"),
     ("Should I learn Python or Java first?", "Should I learn Java or Python first?"),
+    # typed without apostrophes
+    ("Why doesn't my phone charge when it is cold?", "Why doesnt my phone charge when it is cold?"),
+    ("What is the world's tallest building?", "What is the worlds tallest building?"),
 ]
 
 
