@@ -5,7 +5,8 @@ negation, another named entity, a reversed relation ("from A to B" -> "from B to
 rewrite keeps the meaning: case and punctuation, contractions, "How do I" <-> "How can I"; a
 faithful swap moves every word and still keeps it ("between A and B" -> "between B and A",
 "A or B?" -> "B or A?"); so does typing without apostrophes ("didn't" -> "didnt", "today's" ->
-"todays").
+"todays"), a small number in words ("5" -> "five") and the other side of the Atlantic's spelling
+("color" <-> "colour", from a fixed word list).
 Rule-made sets are easy in one way (the edits are the only differences) and biased in another
 (the guards in ``verify_experiments.py`` look for the same kinds of edits), so the refusal rates
 measured on them are an upper bound for the guards; they are a fair test of a plain threshold.
@@ -98,3 +99,27 @@ IN_WORD_APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
 def without_apostrophes(question: str) -> str | None:
     """The question as typed without its apostrophes; None when it has none inside a word."""
     return IN_WORD_APOSTROPHE.sub("", question) if IN_WORD_APOSTROPHE.search(question) else None
+
+
+DIGIT_WORDS = dict(zip("23456789", "two three four five six seven eight nine".split()))
+SMALL_DIGIT = re.compile(r"(?<= )([2-9])(?= )")  # a word of its own: not "DSM-5", "7^36", "5.30"
+#: American -> British, whole words (apart from the verifier's suffix rules)
+ATLANTIC = {"color": "colour", "favorite": "favourite", "behavior": "behaviour", "organize": "organise",
+            "realize": "realise", "center": "centre", "analyze": "analyse", "traveling": "travelling",
+            "defense": "defence", "honor": "honour", "neighbor": "neighbour", "labor": "labour",
+            "theater": "theatre", "organization": "organisation", "apologize": "apologise", "license": "licence",
+            "program": "programme", "catalog": "catalogue", "recognize": "recognise", "humor": "humour"}
+ATLANTIC |= {british: american for american, british in ATLANTIC.items()}
+ATLANTIC_WORD = re.compile(r"\b(" + "|".join(ATLANTIC) + r")\b")
+
+
+def digit_in_words(question: str) -> str | None:
+    """The first lone digit 2-9 written as a word ("5 tips" -> "five tips"); None without one."""
+    m = SMALL_DIGIT.search(question)
+    return question[:m.start()] + DIGIT_WORDS[m.group()] + question[m.end():] if m else None
+
+
+def other_spelling(question: str) -> str | None:
+    """The first word of :data:`ATLANTIC` in the other spelling; None without one."""
+    m = ATLANTIC_WORD.search(question)
+    return question[:m.start()] + ATLANTIC[m.group()] + question[m.end():] if m else None

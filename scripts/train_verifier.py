@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from near_misses import faithful_rewrite, faithful_swap, near_misses, without_apostrophes  # noqa: E402
+from near_misses import (  # noqa: E402
+    digit_in_words, faithful_rewrite, faithful_swap, near_misses, other_spelling, without_apostrophes)
 from qqp_folds import DEV_PAIRS, MOCK_PAIRS, REPO, load_rows, question_folds, recall_at_precision  # noqa: E402
 
 from llmcache_sidecar.calibration import embed_texts  # noqa: E402
@@ -104,7 +105,10 @@ def near_miss_pairs(questions: list[str]) -> list[tuple[str, Pair]]:
     made = [(kind, Pair(q, changed, False)) for q in questions for kind, changed in near_misses(q)]
     made += [("faithful", Pair(q, faithful_rewrite(q), True)) for q in questions]
     made += [("faithful swap", Pair(q, swapped, True)) for q in questions if (swapped := faithful_swap(q))]
-    return made + [("faithful no apostrophes", Pair(q, typed, True)) for q in questions if (typed := without_apostrophes(q))]
+    for kind, rewrite in (("faithful no apostrophes", without_apostrophes), ("faithful number in words", digit_in_words),
+                          ("faithful other spelling", other_spelling)):
+        made += [(kind, Pair(q, typed, True)) for q in questions if (typed := rewrite(q))]
+    return made
 
 
 def near_miss_outcome(verifier: Verifier | None, cut: float, made: list[tuple[str, Pair]], vectors: Vectors) -> dict:

@@ -61,6 +61,23 @@ CONTRACTED_NEGATIONS = {
     **{aux + "nt": (aux, "not") for aux in ("do", "does", "did", "is", "are", "was", "were", "could", "should",
                                             "would", "have", "has", "had", "must", "need", "might")},
     "cant": ("can", "not"), "wont": ("will", "not"), "aint": ("is", "not"), "shant": ("shall", "not")}
+#: number words read as their digits ("nine" = "9"); not "one", which is mostly a pronoun ("which one")
+NUMBER_WORDS = {word: str(value) for value, word in enumerate(
+    "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split()) if word != "_"} | {
+    word: str(10 * tens) for tens, word in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), 3)}
+SPELT_NUMBER = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.I)
+#: British endings and their American spelling, longest first ("colour" = "color", "organise" =
+#: "organize", "centre" = "center", "defence" = "defense", "travelled" = "traveled",
+#: "programme" = "program", "catalogue" = "catalog"); only for words longer than the ending + 2
+#: letters ("four", "rise", "fence" stay).  Both sides are spelt alike, so a word that only
+#: looks British ("otherwise") changes on both sides and still matches itself.
+SPELLINGS = (("isations", "izations"), ("isation", "ization"), ("ourites", "orites"), ("ourite", "orite"),
+             ("ouring", "oring"), ("ellers", "elers"), ("elling", "eling"), ("ogues", "ogs"), ("oured", "ored"),
+             ("elled", "eled"), ("ences", "enses"), ("ising", "izing"), ("ysing", "yzing"), ("eller", "eler"),
+             ("ours", "ors"), ("ogue", "og"), ("ence", "ense"), ("ised", "ized"), ("ises", "izes"), ("ysed", "yzed"),
+             ("tres", "ters"), ("mmes", "ms"), ("our", "or"), ("ise", "ize"), ("yse", "yze"), ("tre", "ter"),
+             ("mme", "m"))
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 CAPITALISED = re.compile(r"\b[A-Z][A-Za-z0-9]*\b")
 NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot"})
@@ -99,16 +116,29 @@ class VerifierError(RuntimeError):
 
 
 def _words(text: str, legacy: bool = False) -> list[str]:
-    """Lower-cased words.  Apostrophes are dropped and a contracted negation is spelt out
-    whether or not its apostrophe was typed ("didn't", "didnt" -> "did not"; "today's",
-    "todays" -> "todays"), so a question typed without apostrophes has the same words;
+    """Lower-cased words, spelt one way for the ways people type the same question: apostrophes
+    dropped and a contracted negation spelt out whether or not its apostrophe was typed
+    ("didn't", "didnt" -> "did not"; "today's", "todays" -> "todays"), number words as digits
+    ("nine" -> "9"), British endings American ("colour" -> "color");
     ``legacy``: the split of files from before 2026-12-06 (apostrophes kept, only "n't" spelt out)."""
     if legacy:
         return WORD.findall(text.lower().replace("n't", " not"))
     words = []
     for word in PLAIN_WORD.findall(APOSTROPHE.sub("", text.lower())):
-        words.extend(CONTRACTED_NEGATIONS.get(word, (word,)))
+        words.extend(CONTRACTED_NEGATIONS.get(word) or (NUMBER_WORDS.get(word) or _american(word),))
     return words
+
+
+def _american(word: str) -> str:
+    for british, american in SPELLINGS:
+        if word.endswith(british) and len(word) > len(british) + 2:
+            return word[:-len(british)] + american
+    return word
+
+
+def _numbers(text: str, legacy: bool) -> set[str]:
+    """The numbers a question names, written in digits or (``legacy``: only) in words."""
+    return set(NUMBER.findall(text if legacy else SPELT_NUMBER.sub(lambda m: NUMBER_WORDS[m.group().lower()], text)))
 
 
 def _names(text: str) -> set[str]:
@@ -219,7 +249,7 @@ def pair_features(stored: str, asked: str, cosine: float, weights: WordWeights |
         float(len(cs ^ ca)),
         min(len(ws), len(wa)) / max(len(ws), len(wa), 1),
         float(ws[:1] != wa[:1]),
-        float(set(NUMBER.findall(stored)) != set(NUMBER.findall(asked))),
+        float(_numbers(stored, legacy) != _numbers(asked, legacy)),
         float(_dates(ws) != _dates(wa)),
         float(bool(ss & NEGATIONS) != bool(sa & NEGATIONS)),
         float(bool(ns and na) and ns != na),

@@ -17,6 +17,7 @@ from llmcache_sidecar.verifier import MatchPolicy, match_policy
 NEAR_MISSES = [
     ("number", "How many calories are in 100 grams of rice?", "How many calories are in 250 grams of rice?"),
     ("number", "Can I run Windows 10 on 4 GB of RAM?", "Can I run Windows 10 on 2 GB of RAM?"),
+    ("number", "What are 5 tips for a job interview?", "What are six tips for a job interview?"),  # in words
     ("date", "What is the weather like in Rome in July?", "What is the weather like in Rome in December?"),
     ("negation", "Is it safe to drink tap water in Paris?", "Is it not safe to drink tap water in Paris?"),
     ("negation", "Why do cats purr when they are happy?", "Why don't cats purr when they are happy?"),
@@ -37,6 +38,9 @@ PARAPHRASES = [
     # typed without apostrophes
     ("Why doesn't my phone charge when it is cold?", "Why doesnt my phone charge when it is cold?"),
     ("What is the world's tallest building?", "What is the worlds tallest building?"),
+    # a number in words, British spelling
+    ("What are 5 tips for a job interview?", "What are five tips for a job interview?"),
+    ("How do I change the colour of my favourite app icon?", "How do I change the color of my favorite app icon?"),
 ]
 
 

