@@ -18,8 +18,11 @@ from their two embeddings and their texts:
   by its inverse document frequency over the training questions (the table is in the file), the
   weighted overlap and the weight of the words on one side only (the "unmatched important word").
 
+Words are compared as :func:`_words` spells them, one way for the ways people type the same
+question (apostrophes, number words, British endings).
+
 A file lists the features it was trained on; files from before the lexical features keep the
-first layout.
+first layout, and files from before 2026-12-06 (naming ``reordered``) the older word split.
 
 The model is a logistic regression or gradient-boosted trees trained offline
 (``scripts/train_verifier.py``, ``llmcache tune``) and shipped as a JSON file: weights or node
