@@ -69,7 +69,6 @@ NUMBER_WORDS = {word: str(value) for value, word in enumerate(
     "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split()) if word != "_"} | {
     word: str(10 * tens) for tens, word in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), 3)}
-SPELT_NUMBER = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.I)
 #: British endings and their American spelling, longest first ("colour" = "color", "organise" =
 #: "organize", "centre" = "center", "defence" = "defense", "travelled" = "traveled",
 #: "programme" = "program", "catalogue" = "catalog"); only for words longer than the ending + 2
@@ -81,6 +80,8 @@ SPELLINGS = (("isations", "izations"), ("isation", "ization"), ("ourites", "orit
              ("ours", "ors"), ("ogue", "og"), ("ence", "ense"), ("ised", "ized"), ("ises", "izes"), ("ysed", "yzed"),
              ("tres", "ters"), ("mmes", "ms"), ("our", "or"), ("ise", "ize"), ("yse", "yze"), ("tre", "ter"),
              ("mme", "m"))
+#: the last three letters of every ending above: most words are let through on one set lookup
+SPELLING_TAILS = frozenset(british[-3:] for british, _ in SPELLINGS)
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 CAPITALISED = re.compile(r"\b[A-Z][A-Za-z0-9]*\b")
 NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot"})
@@ -133,6 +134,8 @@ def _words(text: str, legacy: bool = False) -> list[str]:
 
 
 def _american(word: str) -> str:
+    if word[-3:] not in SPELLING_TAILS:
+        return word
     for british, american in SPELLINGS:
         if word.endswith(british) and len(word) > len(british) + 2:
             return word[:-len(british)] + american
@@ -141,7 +144,10 @@ def _american(word: str) -> str:
 
 def _numbers(text: str, legacy: bool) -> set[str]:
     """The numbers a question names, written in digits or (``legacy``: only) in words."""
-    return set(NUMBER.findall(text if legacy else SPELT_NUMBER.sub(lambda m: NUMBER_WORDS[m.group().lower()], text)))
+    digits = set(NUMBER.findall(text))
+    if legacy:
+        return digits
+    return digits | {NUMBER_WORDS[w] for w in PLAIN_WORD.findall(text.lower()) if w in NUMBER_WORDS}
 
 
 def _names(text: str) -> set[str]:
